@@ -1,0 +1,131 @@
+"""The composition root: builds every part from the Config, wires them, starts and stops them in order.
+The only place that knows how the rooms fit together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from postroom.auth.accounts import Accounts
+from postroom.config.schema import Config
+from postroom.delivery.scheduler import Scheduler
+from postroom.mailbox.maildir import Maildirs
+from postroom.observe.log import Logger
+from postroom.observe.maillog import MailLog
+from postroom.queue import Queue
+from postroom.server.limits import ConnectionLimits
+from postroom.server.listener import SmtpListener
+from postroom.server.session import SessionServices
+from postroom.smtp.server import ServerSettings
+from postroom.store.sqlite import open_database
+
+__all__ = ["App", "open_accounts", "running_app", "serve_forever"]
+
+
+def open_accounts(config: Config) -> tuple[Accounts, sqlite3.Connection]:
+    """Accounts over a database connection of their own (the caller closes it)."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    db = open_database(config.database_path)
+    return Accounts(db=db, domains=config.local.domains, plus_separator=config.local.plus_separator), db
+
+
+@dataclass
+class App:
+    """A running postroom: queue, delivery, listeners."""
+
+    config: Config
+    log: Logger
+    clock: Callable[[], float] = time.time
+    listeners: list[SmtpListener] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        config = self.config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.queue = Queue(
+            settings=config.queue,
+            queue_dir=config.queue_dir,
+            database_path=config.database_path,
+            clock=self.clock,
+            log=self.log.bind(room="queue"),
+        )
+        self.scheduler = Scheduler(
+            queue=self.queue,
+            maildirs=Maildirs(config.mailboxes_dir),
+            settings=config.delivery,
+            log=self.log.bind(room="delivery"),
+        )
+        self._db: sqlite3.Connection | None = None
+
+    @property
+    def smtp_address(self) -> tuple[str, int]:
+        """The first bound address of the MX listener (tests read the real port here)."""
+        return self.listeners[0].bound[0]
+
+    async def start(self) -> None:
+        config = self.config
+        await self.queue.start()
+        accounts, self._db = open_accounts(config)
+        smtp = config.smtp
+        services = SessionServices(
+            hostname=config.hostname,
+            protocol=ServerSettings(
+                hostname=config.hostname,
+                max_message_size=smtp.max_message_size,
+                max_recipients=smtp.max_recipients,
+                max_errors=smtp.max_errors,
+                long_lines=smtp.long_lines,
+                bare_line_endings=smtp.bare_line_endings,
+            ),
+            smtp=smtp,
+            queue=self.queue,
+            accounts=accounts,
+            limits=ConnectionLimits(max_total=smtp.max_connections, max_per_ip=smtp.max_connections_per_ip),
+            maillog=MailLog(self.log.bind(room="smtp")),
+            log=self.log.bind(room="smtp"),
+            clock=self.clock,
+        )
+        listener = SmtpListener(name="smtp", addresses=smtp.listen, services=services)
+        self.listeners.append(listener)
+        await listener.start(reuse_port=smtp.reuse_port_workers > 1)
+        await self.scheduler.start()
+        self.log.info("server.started", smtp=" ".join(f"{h}:{p}" for h, p in listener.bound))
+
+    async def stop(self) -> None:
+        """Stop in reverse order: no new mail, finish what was acknowledged, then the queue."""
+        grace = self.config.smtp.shutdown_grace
+        for listener in self.listeners:
+            await listener.stop(grace=grace)
+        await self.scheduler.stop()
+        await self.queue.stop()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        self.log.info("server.stopped")
+
+
+@contextlib.asynccontextmanager
+async def running_app(config: Config, *, log: Logger | None = None) -> AsyncIterator[App]:
+    """Start an App and yield it once every listener is bound; stop it on the way out."""
+    app = App(config=config, log=log or Logger(level=config.log.level, fmt=config.log.format))
+    await app.start()
+    try:
+        yield app
+    finally:
+        await app.stop()
+
+
+async def serve_forever(config: Config, *, log: Logger, on_ready: Callable[[App], None]) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with running_app(config, log=log) as app:
+        on_ready(app)
+        await stop.wait()
+        log.info("server.stopping", reason="signal")

@@ -1,0 +1,1 @@
+"""Accounts (mailboxes, aliases), password hashes, and, later, SASL and login throttling."""

@@ -1,0 +1,60 @@
+"""The `postroom` command: parses arguments and hands each subcommand its config. Errors: one line, nonzero."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from postroom import __version__
+from postroom.cli import accounts, init, serve
+from postroom.config import Config, ConfigError, load_config
+
+__all__ = ["main"]
+
+
+class CliError(Exception):
+    """A refused command, worded for the user; exit status attached."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="postroom", description="postroom: a mail server.")
+    parser.add_argument("--version", action="version", version=f"postroom {__version__}")
+    parser.add_argument(
+        "-c", "--config", type=Path, help="configuration file (default: the embedded defaults)"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    serve.register(commands)
+    init.register(commands)
+    accounts.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        config = _config(args.config) if args.command != "init" else Config()
+        status: int = args.handler(args, config)
+    except ConfigError as exc:
+        print(f"postroom: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except (accounts.CommandError, OSError) as exc:
+        print(f"postroom: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return status
+
+
+def _config(path: Path | None) -> Config:
+    return load_config(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

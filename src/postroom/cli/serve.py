@@ -1,0 +1,60 @@
+"""`postroom serve`: run everything until SIGTERM; print where it listens and how to send a first mail."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from postroom.app import App, serve_forever
+from postroom.config import Config
+from postroom.observe.log import Logger
+
+__all__ = ["register"]
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser("serve", help="run the mail server")
+    parser.add_argument("--log-format", choices=("text", "json"), help="override [log] format")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="override [log] level")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    log = Logger(
+        level=args.log_level or config.log.level,
+        fmt=args.log_format or config.log.format,
+    )
+    loop_factory = _loop_factory()
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(serve_forever(config, log=log, on_ready=_announce))
+    return 0
+
+
+def _loop_factory() -> Any:
+    try:
+        import uvloop  # noqa: PLC0415 - optional speed-up, absent on some platforms
+    except ImportError:  # pragma: no cover
+        return None
+    return uvloop.new_event_loop
+
+
+def _announce(app: App) -> None:
+    """What a newcomer needs once the server is ready: where it listens, one command to send a mail."""
+    host, port = app.smtp_address
+    domain = app.config.local.domains[0]
+    data_dir = app.config.data_dir.resolve()
+    lines = [
+        "postroom is ready.",
+        f"  SMTP (MX)   {host}:{port}",
+        f"  data        {data_dir}",
+        "",
+        "Send a first message (postmaster@ always exists) and read it from its Maildir:",
+        f"  python3 -c \"import smtplib; smtplib.SMTP('{host}', {port}).sendmail('you@example.test', "
+        f"['postmaster@{domain}'], 'Subject: hello\\r\\n\\r\\nIt works.\\r\\n')\"",
+        f"  ls {data_dir}/mailboxes/{domain}/postmaster/new/",
+        "Add a mailbox:  postroom user add alice@" + domain,
+        "Stop with Ctrl-C (SIGTERM and SIGINT shut down gracefully).",
+    ]
+    print("\n".join(lines), file=sys.stdout, flush=True)

@@ -1,0 +1,1 @@
+"""Observability: structured logs (one line per event) and, later, metrics."""

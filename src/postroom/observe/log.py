@@ -1,0 +1,116 @@
+"""Structured logging: a constant dotted event name plus key=value facts, one line per event.
+
+Text (``key=value``) by default, JSON on request. Loggers are values passed in by app.py; ``bind`` returns a
+child carrying extra fields (``room``, ``session_id`` ...). Client-supplied strings go through ``sanitize``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any, Literal, TextIO
+
+__all__ = ["LEVELS", "Logger", "sanitize"]
+
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+_MAX_FIELD = 200
+
+
+def sanitize(value: object, limit: int = _MAX_FIELD) -> str:
+    """A client-supplied string made safe for one log line: control characters escaped, length bounded."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    if text.isprintable():
+        return text
+    return text.encode("unicode_escape", "backslashreplace").decode("ascii")
+
+
+class _Sink:
+    """Where lines go; shared by a logger and all its children. Thread-safe."""
+
+    def __init__(self, stream: TextIO, level: int, fmt: Literal["text", "json"], clock: Callable[[], float]):
+        self.stream = stream
+        self.level = level
+        self.format = fmt
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+
+    def emit(self, level: str, event: str, fields: dict[str, Any]) -> None:
+        record: dict[str, Any] = {"ts": self.clock(), "level": level, "event": event, **fields}
+        for listener in self.listeners:
+            listener(record)
+        if LEVELS[level] < self.level:
+            return
+        line = self._format(record)
+        with self.lock:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+    def _format(self, record: dict[str, Any]) -> str:
+        if self.format == "json":
+            return json.dumps(record, default=str, ensure_ascii=False)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record["ts"]))
+        parts = [stamp, record["level"].upper(), record["event"]]
+        for key, value in record.items():
+            if key in ("ts", "level", "event"):
+                continue
+            parts.append(f"{key}={_text_value(value)}")
+        return " ".join(parts)
+
+
+def _text_value(value: Any) -> str:
+    text = str(value)
+    if text == "" or any(char in text for char in ' "='):
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+class Logger:
+    """A structured logger. ``log.info("message.queued", queue_id=qid, size=n)``."""
+
+    def __init__(
+        self,
+        *,
+        stream: TextIO | None = None,
+        level: str = "info",
+        fmt: Literal["text", "json"] = "text",
+        clock: Callable[[], float] = time.time,
+        _sink: _Sink | None = None,
+        _fields: dict[str, Any] | None = None,
+    ) -> None:
+        self._sink = _sink or _Sink(stream or sys.stderr, LEVELS[level], fmt, clock)
+        self._fields = _fields or {}
+
+    def bind(self, **fields: Any) -> Logger:
+        return Logger(_sink=self._sink, _fields={**self._fields, **fields})
+
+    def add_listener(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """Every record, whatever its level, is also handed to ``listener`` (metrics, tests, the dashboard)."""
+        self._sink.listeners.append(listener)
+
+    def is_enabled(self, level: str) -> bool:
+        return LEVELS[level] >= self._sink.level
+
+    def debug(self, event: str, **fields: Any) -> None:
+        if self._sink.level <= 10 or self._sink.listeners:
+            self._sink.emit("debug", event, {**self._fields, **fields})
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._sink.emit("info", event, {**self._fields, **fields})
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._sink.emit("warning", event, {**self._fields, **fields})
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._sink.emit("error", event, {**self._fields, **fields})
+
+    def exception(self, event: str, exc: BaseException, **fields: Any) -> None:
+        """An unexpected error: logged with its traceback on one line (newlines escaped)."""
+        trace = "".join(traceback.format_exception(exc)).rstrip()
+        self._sink.emit("error", event, {**self._fields, **fields, "error": repr(exc), "traceback": trace})

@@ -1,0 +1,1 @@
+"""asyncio listeners and the per-connection session that drives the SMTP protocol."""

@@ -1,0 +1,43 @@
+"""Concurrent-connection caps, in total and per client IP. Pure bookkeeping; the listener asks it."""
+
+from __future__ import annotations
+
+from postroom.smtp import replies
+from postroom.smtp.types import Reply
+
+__all__ = ["ConnectionLimits"]
+
+
+class ConnectionLimits:
+    """Counts open connections; ``acquire`` says no (with the reply to send) beyond the caps."""
+
+    def __init__(self, *, max_total: int, max_per_ip: int) -> None:
+        self._max_total = max_total
+        self._max_per_ip = max_per_ip
+        self._total = 0
+        self._per_ip: dict[str, int] = {}
+
+    @property
+    def total(self) -> int:
+        return self._total
+
+    def acquire(self, ip: str) -> Reply | None:
+        """Count a new connection from ``ip``; returns None when allowed, else the 421 to send."""
+        if self._total >= self._max_total:
+            return replies.TOO_MANY_CONNECTIONS
+        count = self._per_ip.get(ip, 0)
+        if count >= self._max_per_ip:
+            return replies.TOO_MANY_CONNECTIONS_FROM_IP
+        self._total += 1
+        self._per_ip[ip] = count + 1
+        return None
+
+    def release(self, ip: str) -> None:
+        count = self._per_ip.get(ip, 0)
+        if count <= 0:
+            raise RuntimeError(f"release without acquire for {ip}")
+        self._total -= 1
+        if count == 1:
+            del self._per_ip[ip]
+        else:
+            self._per_ip[ip] = count - 1

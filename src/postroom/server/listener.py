@@ -1,0 +1,68 @@
+"""asyncio listeners: bind the configured addresses, make one Session per connection, and shut down
+gracefully (stop accepting, let transactions finish up to a bound, then close what is left)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from postroom.config.schema import ListenAddress
+from postroom.server.session import Session, SessionServices
+
+__all__ = ["SmtpListener"]
+
+
+class SmtpListener:
+    """One named listener (e.g. "smtp") on one or more addresses."""
+
+    def __init__(self, *, name: str, addresses: tuple[ListenAddress, ...], services: SessionServices):
+        self.name = name
+        self._addresses = addresses
+        self._services = services
+        self._servers: list[asyncio.Server] = []
+        self._sessions: set[Session] = set()
+        self.bound: list[tuple[str, int]] = []
+
+    @property
+    def session_count(self) -> int:
+        return len(self._sessions)
+
+    async def start(self, *, reuse_port: bool = False) -> list[tuple[str, int]]:
+        """Bind every address; returns the bound (host, port) pairs (real ports when 0 was asked for)."""
+        loop = asyncio.get_running_loop()
+        for address in self._addresses:
+            server = await loop.create_server(
+                self._make_session,
+                host=address.host,
+                port=address.port,
+                reuse_address=True,
+                reuse_port=reuse_port or None,
+                backlog=1024,
+                family=socket.AF_INET6 if ":" in address.host else socket.AF_INET,
+            )
+            self._servers.append(server)
+            for sock in server.sockets:
+                host, port = sock.getsockname()[:2]
+                self.bound.append((host, port))
+        return self.bound
+
+    def _make_session(self) -> Session:
+        session = Session(services=self._services, listener=self.name, on_close=self._sessions.discard)
+        self._sessions.add(session)
+        return session
+
+    async def stop(self, *, grace: float) -> None:
+        """Stop accepting; ask sessions to close when idle; after ``grace`` seconds abort the rest."""
+        for server in self._servers:
+            server.close()
+        for session in list(self._sessions):
+            session.request_shutdown()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self._sessions and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for session in list(self._sessions):
+            session.abort()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()

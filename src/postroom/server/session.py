@@ -1,0 +1,433 @@
+"""One SMTP session per connection: feeds the socket's bytes to smtp.ServerConnection, answers each event by
+asking accounts and the queue, streams the body into a spool file, and writes the replies back.
+
+This is the one place where an SmtpError becomes its reply; anything else raised while answering is a bug:
+it is logged with its traceback, the client gets 451 4.3.0, and the session keeps serving.
+
+Replies are gathered while pipelined commands are answered and written in one go when the protocol needs
+more bytes (RFC 2920), or before anything that waits (the group commit of a message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from postroom.auth.accounts import Accounts
+from postroom.config.schema import SmtpSettings
+from postroom.observe.log import Logger
+from postroom.observe.maillog import MailLog
+from postroom.queue import Envelope, Queue, QueueError, Recipient, SpoolWriter
+from postroom.server.limits import ConnectionLimits
+from postroom.server.received import protocol_name, received_header
+from postroom.smtp import events, replies
+from postroom.smtp.errors import SmtpError
+from postroom.smtp.events import NEED_DATA
+from postroom.smtp.server import ServerConnection, ServerSettings
+from postroom.smtp.types import Reply
+
+__all__ = ["Session", "SessionServices"]
+
+_session_numbers = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionServices:
+    """Everything a session needs, built once per listener by app.py."""
+
+    hostname: str
+    protocol: ServerSettings
+    smtp: SmtpSettings
+    queue: Queue
+    accounts: Accounts
+    limits: ConnectionLimits
+    maillog: MailLog
+    log: Logger
+    clock: Callable[[], float]
+
+
+class Session(asyncio.Protocol):
+    """An asyncio Protocol for one SMTP connection."""
+
+    def __init__(self, *, services: SessionServices, listener: str, on_close: Callable[[Session], None]):
+        self._services = services
+        self._listener = listener
+        self._on_close = on_close
+        self._loop = asyncio.get_running_loop()
+        self.session_id = f"{secrets.token_hex(3)}{next(_session_numbers):x}"
+        self._conn = ServerConnection(settings=services.protocol)
+        self._transport: asyncio.Transport | None = None
+        self._client_ip = ""
+        self._counted = False  # holds a slot in the connection limits
+        self._out: list[bytes] = []
+        self._busy = False  # waiting for the queue; the protocol must not be pumped meanwhile
+        self._closing = False
+        self._shutdown_requested = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_kind = ""
+        self._last_activity = 0.0
+        self._receiving = False  # inside DATA or a BDAT chunk
+        self._messages = 0
+        self._close_reason = "client closed"
+        self._helo = ""
+        self._extended = False
+        self._reset_transaction()
+        self._handlers: dict[type[events.Event], Callable[[Any], Reply | None]] = {
+            events.Ehlo: self._on_ehlo,
+            events.Mail: self._on_mail,
+            events.Rcpt: self._on_rcpt,
+            events.Data: self._on_data,
+            events.Bdat: self._on_bdat,
+            events.DataChunk: self._on_data_chunk,
+            events.Rset: self._on_rset,
+            events.EndOfChunk: self._on_chunk_end,
+            events.CommandError: self._on_command_error,
+        }
+        self._commit_task: asyncio.Task[None] | None = None
+
+    # --- asyncio.Protocol ---------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        self._client_ip = str(peer[0]) if peer else "unknown"
+        refusal = self._services.limits.acquire(self._client_ip)
+        if refusal is not None:
+            self._services.maillog.refused_connection(
+                client=self._client_ip, listener=self._listener, reply=str(refusal)
+            )
+            self._close_with(refusal, reason="connection limit")
+            return
+        self._counted = True
+        self._services.maillog.connected(
+            session_id=self.session_id, client=self._client_ip, listener=self._listener
+        )
+        self._out.append(self._conn.send(replies.greeting(self._services.hostname)))
+        self._flush()
+        self._arm_timer()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self._last_activity = self._loop.time()
+        self._conn.receive_data(data)
+        if not self._busy:
+            self._pump()
+
+    def eof_received(self) -> bool | None:
+        self._close_reason = "client closed"
+        return None  # let the transport close itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self._cancel_timer()
+        if self._spool is not None and not self._busy:
+            self._spool.abort()
+            self._spool = None
+        if self._counted:
+            self._services.limits.release(self._client_ip)
+            self._services.maillog.disconnected(
+                session_id=self.session_id,
+                client=self._client_ip,
+                messages=self._messages,
+                reason=self._close_reason if exc is None else f"connection error: {exc}",
+            )
+        self._on_close(self)
+
+    # --- shutdown ----------------------------------------------------------------------------------
+
+    @property
+    def idle(self) -> bool:
+        """No transaction under way: closing now loses nothing the client could not simply retry."""
+        return not (self._busy or self._receiving or self._spool is not None or self._recipients)
+
+    def request_shutdown(self) -> None:
+        """Close when idle: now, or as soon as the current transaction has been answered."""
+        self._shutdown_requested = True
+        if self.idle and not self._closing:
+            self._close_with(replies.SHUTTING_DOWN, reason="server shutdown")
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._close_reason = "server shutdown (forced)"
+            self._transport.abort()
+
+    # --- the event pump -------------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Answer every complete event in the receive buffer, in order."""
+        conn = self._conn
+        while not self._closing:
+            event = conn.next_event()
+            if event is NEED_DATA:
+                self._flush()
+                self._arm_timer()
+                return
+            if not isinstance(event, events.DataChunk):
+                self._cancel_timer()
+            if isinstance(event, events.EndOfData | events.EndOfChunk) and (
+                isinstance(event, events.EndOfData) or event.last
+            ):
+                self._finish_message(event)
+                return
+            reply = self._answer(event)
+            if reply is not None:
+                self._send(reply)
+
+    def _answer(self, event: events.Event) -> Reply | None:
+        """The one place an SmtpError becomes a reply; an unexpected error is logged and answered 451."""
+        handler = self._handlers.get(type(event))
+        try:
+            if handler is None:
+                return self._conn.default_reply(event)
+            return handler(event)
+        except SmtpError as exc:
+            self._reject(event, exc.reply, exc.reason)
+            return exc.reply
+        except Exception as exc:
+            self._services.log.exception("session.error", exc, session_id=self.session_id)
+            return replies.LOCAL_ERROR
+
+    def _send(self, reply: Reply) -> None:
+        self._out.append(self._conn.send(reply))
+        if self._conn.closed:
+            self._close_reason = "server closed" if reply.code != 221 else "quit"
+            self._flush()
+            self._closing = True
+            self._cancel_timer()
+            if self._transport is not None:
+                self._transport.close()
+
+    def _flush(self) -> None:
+        if self._out and self._transport is not None:
+            self._transport.write(b"".join(self._out) if len(self._out) > 1 else self._out[0])
+        self._out.clear()
+
+    def _close_with(self, reply: Reply, *, reason: str) -> None:
+        """An unsolicited reply (421 timeout, shutdown, limits) and close; outside the protocol's turn-taking."""
+        self._flush()
+        self._close_reason = reason
+        self._closing = True
+        self._cancel_timer()
+        if self._transport is not None:
+            self._transport.write(reply.to_bytes())
+            self._transport.close()
+
+    # --- timers: RFC 5321 4.5.3.2 ----------------------------------------------------------------
+
+    def _arm_timer(self) -> None:
+        """A deadline for the whole next command line (a client dribbling bytes cannot hold us), or an
+        inactivity limit while message data flows."""
+        if self._receiving:
+            if self._timer_kind != "data":
+                self._cancel_timer()
+                self._timer_kind = "data"
+                self._timer = self._loop.call_later(self._services.smtp.data_timeout, self._on_data_timer)
+        elif self._timer is None:
+            self._timer_kind = "command"
+            self._timer = self._loop.call_later(self._services.smtp.command_timeout, self._on_command_timer)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._timer_kind = ""
+
+    def _on_command_timer(self) -> None:
+        self._timer = None
+        if not self._busy:
+            self._close_with(replies.COMMAND_TIMEOUT, reason="command timeout")
+
+    def _on_data_timer(self) -> None:
+        self._timer = None
+        self._timer_kind = ""
+        if self._busy:
+            return
+        idle_for = self._loop.time() - self._last_activity
+        remaining = self._services.smtp.data_timeout - idle_for
+        if remaining > 0:
+            self._timer_kind = "data"
+            self._timer = self._loop.call_later(remaining, self._on_data_timer)
+            return
+        self._close_with(replies.DATA_TIMEOUT, reason="data timeout")
+
+    # --- handlers: one per event ---------------------------------------------------------------------
+
+    def _reset_transaction(self) -> None:
+        self._sender: str | None = None
+        self._smtputf8 = False
+        self._recipients: list[Recipient] = []
+        self._mailboxes: set[str] = set()
+        self._spool: SpoolWriter | None = None
+
+    def _abort_transaction(self) -> None:
+        if self._spool is not None:
+            self._spool.abort()
+        self._receiving = False
+        self._reset_transaction()
+
+    def _on_ehlo(self, event: events.Ehlo) -> Reply:
+        self._abort_transaction()
+        self._helo = event.domain
+        self._extended = event.extended
+        return self._conn.default_reply(event)
+
+    def _on_rset(self, event: events.Rset) -> Reply:
+        self._abort_transaction()
+        return self._conn.default_reply(event)
+
+    def _on_mail(self, event: events.Mail) -> Reply:
+        self._abort_transaction()
+        self._sender = "" if event.reverse_path is None else str(event.reverse_path)
+        self._smtputf8 = event.smtputf8
+        return self._conn.default_reply(event)
+
+    def _on_rcpt(self, event: events.Rcpt) -> Reply:
+        address = event.forward_path
+        accounts = self._services.accounts
+        if address.domain and not accounts.is_local_domain(address.domain):
+            reply = replies.SOURCE_ROUTE_RELAY_DENIED if event.source_route else replies.RELAY_DENIED
+            raise SmtpError(reply, reason=f"relay denied for {address.domain}")
+        mailboxes = accounts.resolve(address.local_part, address.domain)
+        if not mailboxes:
+            raise SmtpError(replies.NO_SUCH_USER, reason="unknown recipient")
+        rcpt_text = str(address)
+        for mailbox in mailboxes:
+            if mailbox not in self._mailboxes:  # one copy per mailbox, whatever the aliases (RFC 5321 3.3)
+                self._mailboxes.add(mailbox)
+                self._recipients.append(Recipient(address=rcpt_text, mailbox=mailbox))
+        return self._conn.default_reply(event)
+
+    def _on_command_error(self, event: events.CommandError) -> Reply:
+        self._services.maillog.rejected(
+            session_id=self.session_id, command="", argument="", reply=str(event.reply), reason=event.reason
+        )
+        if event.reply.code == 421 or self._spool is None:
+            return event.reply
+        # A refused BDAT or DATA sequence: nothing of this transaction's body may survive.
+        self._spool.abort()
+        self._spool = None
+        self._receiving = False
+        return event.reply
+
+    def _on_data(self, event: events.Data) -> Reply:
+        self._open_spool()
+        self._receiving = True
+        return self._conn.default_reply(event)
+
+    def _on_bdat(self, event: events.Bdat) -> None:
+        if self._recipients and self._spool is None:
+            self._open_spool()
+        self._receiving = True
+
+    def _on_data_chunk(self, event: events.DataChunk) -> None:
+        if self._spool is not None:
+            self._spool.write(event.data)
+
+    def _open_spool(self) -> None:
+        services = self._services
+        try:
+            spool = services.queue.open_spool()
+        except OSError as exc:
+            raise SmtpError(replies.INSUFFICIENT_STORAGE, reason=f"cannot open a spool file: {exc}") from exc
+        protocol = protocol_name(
+            extended=self._extended, tls=self._conn.tls_active, authenticated=False, smtputf8=self._smtputf8
+        )
+        spool.write(
+            received_header(
+                helo=self._helo,
+                client_ip=self._client_ip,
+                hostname=services.hostname,
+                queue_id=spool.queue_id,
+                protocol=protocol,
+                recipient=self._recipients[0].address if len(self._recipients) == 1 else None,
+                now=services.clock(),
+            )
+        )
+        self._spool = spool
+
+    def _on_chunk_end(self, event: events.EndOfChunk) -> Reply:
+        if event.problem is not None:
+            self._abort_transaction()
+            return event.problem
+        return self._conn.default_reply(event)
+
+    # --- end of a message: the group commit ------------------------------------------------------
+
+    def _finish_message(self, event: events.EndOfData | events.EndOfChunk) -> None:
+        self._receiving = False
+        spool = self._spool
+        if event.problem is not None or spool is None or self._sender is None:
+            reply = event.problem or replies.BAD_SEQUENCE
+            self._services.maillog.message_refused(
+                session_id=self.session_id, sender=self._sender or "", reply=str(reply), reason="content"
+            )
+            self._abort_transaction()
+            self._send(reply)
+            self._after_transaction()
+            return
+        envelope = Envelope(
+            sender=self._sender,
+            recipients=tuple(self._recipients),
+            client_ip=self._client_ip,
+            helo=self._helo,
+        )
+        self._busy = True
+        self._flush()
+        if self._transport is not None:
+            self._transport.pause_reading()
+        self._commit_task = self._loop.create_task(self._commit(spool, envelope))
+
+    async def _commit(self, spool: SpoolWriter, envelope: Envelope) -> None:
+        try:
+            queue_id = await self._services.queue.commit(spool, envelope)
+        except QueueError as exc:
+            reply = replies.QUEUE_UNAVAILABLE
+            self._services.maillog.message_refused(
+                session_id=self.session_id, sender=envelope.sender, reply=str(reply), reason=str(exc)
+            )
+        except Exception as exc:
+            self._services.log.exception("session.commit_error", exc, session_id=self.session_id)
+            reply = replies.LOCAL_ERROR
+        else:
+            reply = replies.queued(queue_id)
+            self._messages += 1
+            self._services.maillog.queued(
+                queue_id=queue_id,
+                session_id=self.session_id,
+                sender=envelope.sender,
+                recipients=len(envelope.recipients),
+                size=spool.size,
+                client=self._client_ip,
+            )
+        self._spool = None
+        self._reset_transaction()
+        self._busy = False
+        if self._closing:
+            return
+        self._send(reply)
+        if self._transport is not None and not self._closing:
+            self._transport.resume_reading()
+        self._after_transaction()
+
+    def _after_transaction(self) -> None:
+        if self._shutdown_requested and not self._closing:
+            self._close_with(replies.SHUTTING_DOWN, reason="server shutdown")
+            return
+        if not self._closing:
+            self._pump()
+
+    def _reject(self, event: events.Event, reply: Reply, reason: str) -> None:
+        self._services.maillog.rejected(
+            session_id=self.session_id,
+            command=type(event).__name__.upper(),
+            argument=str(getattr(event, "forward_path", getattr(event, "reverse_path", ""))),
+            reply=str(reply),
+            reason=reason,
+        )
+

@@ -1,0 +1,1 @@
+"""SMTP as a pure state machine: bytes in, events and replies out. No sockets, no clock, no disk."""
