@@ -99,12 +99,13 @@ class ServerThread:
         return asyncio.run_coroutine_threadsafe(wrapper(), self._loop).result(timeout=30)
 
     def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._stop.set)
         if self._thread is not None:
             self._thread.join(30)
             if self._thread.is_alive():
                 raise TimeoutError("postroom did not stop within 30 s")
+        self._loop = None
 
 
 @contextmanager
@@ -117,7 +118,9 @@ def server_thread(config: Config) -> Iterator[ServerThread]:
         server.stop()
 
 
-def wait_for(predicate: Any, *, timeout: float = 15.0, interval: float = 0.05, what: str = "condition") -> Any:
+def wait_for(
+    predicate: Any, *, timeout: float = 15.0, interval: float = 0.05, what: str = "condition"
+) -> Any:
     """Poll ``predicate`` until it returns something truthy; bounded in time."""
     deadline = time.monotonic() + timeout
     while True:
@@ -178,6 +181,7 @@ def serve_process(config_file: Path, *, timeout: float = 30) -> Iterator[ServePr
     if address is None:
         process.kill()
         process.wait(10)
+        process.stdout.close()
         raise RuntimeError("postroom serve did not become ready:\n" + "".join(output))
     drain = threading.Thread(target=lambda: output.extend(process.stdout or []), daemon=True)
     drain.start()
@@ -189,3 +193,4 @@ def serve_process(config_file: Path, *, timeout: float = 30) -> Iterator[ServePr
             process.kill()
             process.wait(10)
         drain.join(5)
+        process.stdout.close()

@@ -143,7 +143,9 @@ class Accounts:
                 "SELECT 1 FROM aliases WHERE address = ? AND target = ?", (alias.address, alias.target)
             ).fetchone():
                 raise AccountError(f"{alias.address} -> {alias.target} already exists")
-            self._db.execute("INSERT INTO aliases (address, target) VALUES (?, ?)", (alias.address, alias.target))
+            self._db.execute(
+                "INSERT INTO aliases (address, target) VALUES (?, ?)", (alias.address, alias.target)
+            )
         return alias
 
     def remove_alias(self, address: str, target: str | None = None) -> int:

@@ -1,4 +1,4 @@
-"""The `postroom` command: parses arguments and hands each subcommand its config. Errors: one line, nonzero."""
+"""The `postroom` command: parses arguments, hands each subcommand its config; errors: one line."""
 
 from __future__ import annotations
 

@@ -17,7 +17,9 @@ __all__ = ["register"]
 def register(commands: Any) -> None:
     parser = commands.add_parser("serve", help="run the mail server")
     parser.add_argument("--log-format", choices=("text", "json"), help="override [log] format")
-    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="override [log] level")
+    parser.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), help="override [log] level"
+    )
     parser.set_defaults(handler=run)
 
 

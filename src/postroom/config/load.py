@@ -42,7 +42,7 @@ def load_config(path: Path | None) -> Config:
 
 def parse_config(data: dict[str, Any]) -> Config:
     """Build and validate a Config from parsed TOML."""
-    config = _build(Config, data, "")
+    config: Config = _build(Config, data, "")
     _validate(config)
     return config
 

@@ -91,7 +91,7 @@ class Logger:
         return Logger(_sink=self._sink, _fields={**self._fields, **fields})
 
     def add_listener(self, listener: Callable[[dict[str, Any]], None]) -> None:
-        """Every record, whatever its level, is also handed to ``listener`` (metrics, tests, the dashboard)."""
+        """Hand every record, whatever its level, to ``listener`` too (metrics, tests, the dashboard)."""
         self._sink.listeners.append(listener)
 
     def is_enabled(self, level: str) -> bool:
@@ -110,7 +110,7 @@ class Logger:
     def error(self, event: str, **fields: Any) -> None:
         self._sink.emit("error", event, {**self._fields, **fields})
 
-    def exception(self, event: str, exc: BaseException, **fields: Any) -> None:
+    def failure(self, event: str, exc: BaseException, **fields: Any) -> None:
         """An unexpected error: logged with its traceback on one line (newlines escaped)."""
         trace = "".join(traceback.format_exception(exc)).rstrip()
         self._sink.emit("error", event, {**self._fields, **fields, "error": repr(exc), "traceback": trace})

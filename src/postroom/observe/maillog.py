@@ -1,4 +1,4 @@
-"""The mail log: one method per mail event, each one line keyed by queue id or session id (chasquid's maillog).
+"""The mail log: one method per mail event, one line each, keyed by queue id or session id (chasquid).
 
 ``grep <queue-id>`` on the log tells a message's whole story. Client-supplied strings are sanitised here.
 """
@@ -28,7 +28,12 @@ class MailLog:
         )
 
     def rejected(self, *, session_id: str, command: str, argument: str, reply: str, reason: str = "") -> None:
-        fields = {"session_id": session_id, "command": command, "argument": sanitize(argument), "reply": reply}
+        fields = {
+            "session_id": session_id,
+            "command": command,
+            "argument": sanitize(argument),
+            "reply": reply,
+        }
         if reason:
             fields["reason"] = reason
         self._log.info("smtp.rejected", **fields)

@@ -4,6 +4,7 @@ gracefully (stop accepting, let transactions finish up to a bound, then close wh
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 
 from postroom.config.schema import ListenAddress
@@ -21,6 +22,7 @@ class SmtpListener:
         self._services = services
         self._servers: list[asyncio.Server] = []
         self._sessions: set[Session] = set()
+        self._drained = asyncio.Event()
         self.bound: list[tuple[str, int]] = []
 
     @property
@@ -47,9 +49,14 @@ class SmtpListener:
         return self.bound
 
     def _make_session(self) -> Session:
-        session = Session(services=self._services, listener=self.name, on_close=self._sessions.discard)
+        session = Session(services=self._services, listener=self.name, on_close=self._session_closed)
         self._sessions.add(session)
         return session
+
+    def _session_closed(self, session: Session) -> None:
+        self._sessions.discard(session)
+        if not self._sessions:
+            self._drained.set()
 
     async def stop(self, *, grace: float) -> None:
         """Stop accepting; ask sessions to close when idle; after ``grace`` seconds abort the rest."""
@@ -57,10 +64,10 @@ class SmtpListener:
             server.close()
         for session in list(self._sessions):
             session.request_shutdown()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace
-        while self._sessions and loop.time() < deadline:
-            await asyncio.sleep(0.05)
+        if self._sessions:
+            self._drained.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), grace)
         for session in list(self._sessions):
             session.abort()
         for server in self._servers:

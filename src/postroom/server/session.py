@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import secrets
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -75,7 +76,11 @@ class Session(asyncio.Protocol):
         self._close_reason = "client closed"
         self._helo = ""
         self._extended = False
-        self._reset_transaction()
+        self._sender: str | None = None  # the transaction: MAIL, RCPTs, the spool file of its body
+        self._smtputf8 = False
+        self._recipients: list[Recipient] = []
+        self._mailboxes: set[str] = set()
+        self._spool: SpoolWriter | None = None
         self._handlers: dict[type[events.Event], Callable[[Any], Reply | None]] = {
             events.Ehlo: self._on_ehlo,
             events.Mail: self._on_mail,
@@ -92,9 +97,8 @@ class Session(asyncio.Protocol):
     # --- asyncio.Protocol ---------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        peer = transport.get_extra_info("peername")
+        self._transport = typing.cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        peer = self._transport.get_extra_info("peername")
         self._client_ip = str(peer[0]) if peer else "unknown"
         refusal = self._services.limits.acquire(self._client_ip)
         if refusal is not None:
@@ -190,7 +194,7 @@ class Session(asyncio.Protocol):
             self._reject(event, exc.reply, exc.reason)
             return exc.reply
         except Exception as exc:
-            self._services.log.exception("session.error", exc, session_id=self.session_id)
+            self._services.log.failure("session.error", exc, session_id=self.session_id)
             return replies.LOCAL_ERROR
 
     def _send(self, reply: Reply) -> None:
@@ -209,7 +213,7 @@ class Session(asyncio.Protocol):
         self._out.clear()
 
     def _close_with(self, reply: Reply, *, reason: str) -> None:
-        """An unsolicited reply (421 timeout, shutdown, limits) and close; outside the protocol's turn-taking."""
+        """Send an unsolicited reply (421 timeout, shutdown, limits) and close, outside the turn-taking."""
         self._flush()
         self._close_reason = reason
         self._closing = True
@@ -259,11 +263,11 @@ class Session(asyncio.Protocol):
     # --- handlers: one per event ---------------------------------------------------------------------
 
     def _reset_transaction(self) -> None:
-        self._sender: str | None = None
+        self._sender = None
         self._smtputf8 = False
-        self._recipients: list[Recipient] = []
-        self._mailboxes: set[str] = set()
-        self._spool: SpoolWriter | None = None
+        self._recipients = []
+        self._mailboxes = set()
+        self._spool = None
 
     def _abort_transaction(self) -> None:
         if self._spool is not None:
@@ -392,7 +396,7 @@ class Session(asyncio.Protocol):
                 session_id=self.session_id, sender=envelope.sender, reply=str(reply), reason=str(exc)
             )
         except Exception as exc:
-            self._services.log.exception("session.commit_error", exc, session_id=self.session_id)
+            self._services.log.failure("session.commit_error", exc, session_id=self.session_id)
             reply = replies.LOCAL_ERROR
         else:
             reply = replies.queued(queue_id)
@@ -430,4 +434,3 @@ class Session(asyncio.Protocol):
             reply=str(reply),
             reason=reason,
         )
-

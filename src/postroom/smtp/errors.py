@@ -1,9 +1,9 @@
 """The protocol's error tree: ProtocolError carries the reply a server would send.
 
-    SmtpError                 (reply + reason; the session turns it into its reply in one place)
-     └── ProtocolError
-          ├── LocalProtocolError   we (the caller of the state machine) broke the rules: a bug
-          └── RemoteProtocolError  the peer broke the rules: answer with .reply
+SmtpError                 (reply + reason; the session turns it into its reply in one place)
+ └── ProtocolError
+      ├── LocalProtocolError   we (the caller of the state machine) broke the rules: a bug
+      └── RemoteProtocolError  the peer broke the rules: answer with .reply
 """
 
 from __future__ import annotations

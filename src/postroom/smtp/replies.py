@@ -27,8 +27,7 @@ VRFY_CANNOT = _r(252, "2.5.0", "Cannot verify the user, but will accept the mess
 HELP = _r(
     214,
     "2.0.0",
-    "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP\n"
-    "See RFC 5321 for their use",
+    "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP\nSee RFC 5321 for their use",
 )
 START_TLS_READY = _r(220, "2.0.0", "Ready to start TLS")
 
@@ -99,9 +98,7 @@ HTTP_COMMAND = _r(500, "5.5.1", "This is an SMTP server, not an HTTP server")
 
 # --- 5xx: the message ---------------------------------------------------------------------------
 MESSAGE_TOO_BIG = _r(552, "5.3.4", "Message size exceeds the fixed maximum message size")
-BARE_LINE_ENDING = _r(
-    550, "5.6.0", "Message contains a bare <CR> or <LF>; lines must end with <CR><LF>"
-)
+BARE_LINE_ENDING = _r(550, "5.6.0", "Message contains a bare <CR> or <LF>; lines must end with <CR><LF>")
 TEXT_LINE_TOO_LONG = _r(550, "5.5.6", "Message contains a line longer than 1000 octets")
 TOO_MANY_HOPS = _r(554, "5.4.6", "Too many Received headers: mail loop detected")
 MESSAGE_HAS_NUL = _r(550, "5.6.0", "Message contains a NUL octet")
@@ -111,3 +108,8 @@ NO_SUCH_USER = _r(550, "5.1.1", "No such user here")
 RELAY_DENIED = _r(554, "5.7.1", "Relay access denied")
 SOURCE_ROUTE_RELAY_DENIED = _r(554, "5.7.1", "Source routes are not used for routing; relay access denied")
 TRANSACTION_FAILED = _r(554, "5.5.0", "Transaction failed")
+
+# --- AUTH (RFC 4954) ----------------------------------------------------------------------------
+ENCRYPTION_REQUIRED = _r(530, "5.7.0", "Must issue a STARTTLS command first")
+AUTH_MECHANISM_UNKNOWN = _r(504, "5.5.4", "Unrecognized authentication type")
+ALREADY_AUTHENTICATED = _r(503, "5.5.1", "Already authenticated")

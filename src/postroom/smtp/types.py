@@ -60,7 +60,7 @@ class Reply:
         return self.text.split("\n") if self.text else [""]
 
     def to_bytes(self) -> bytes:
-        """The reply on the wire: every line carries the code and, when set, the enhanced status (RFC 2034)."""
+        """The reply on the wire: each line carries the code and, when set, the enhanced status (RFC 2034)."""
         prefix = f"{self.status} " if self.status is not None else ""
         lines = self.lines()
         out = []

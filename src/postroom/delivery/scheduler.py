@@ -1,0 +1,140 @@
+"""The delivery loop: wake on new work (or every poll_interval), claim due recipients in bulk, deliver them
+``concurrency`` at a time in worker threads, record outcomes in batches.
+
+Theory of operation: one asyncio task runs rounds. A round clears the queue's work event, claims up to
+``claim_limit`` recipients (one transaction; their next attempt already moved a lease ahead), submits them
+all to a pool of ``concurrency`` threads, and records outcomes every ``record_batch`` completions (one
+transaction each). Database calls run on one dedicated thread so they never wait behind deliveries. When a
+round claims nothing the task sleeps until the event or the poll interval. ``stop`` lets running deliveries
+finish (up to a bound), records them, and gives back the claimed recipients that never started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
+from typing import TypeVar
+
+from postroom.config.schema import DeliverySettings
+from postroom.delivery.courier import Courier
+from postroom.delivery.local import LocalCourier
+from postroom.delivery.outcome import failed
+from postroom.mailbox import Maildirs
+from postroom.observe.log import Logger
+from postroom.queue import DueRecipient, Outcome, Queue
+
+__all__ = ["Scheduler"]
+
+_T = TypeVar("_T")
+_CLAIM_PER_WORKER = 32
+_MAX_CLAIM = 512
+_RECORD_BATCH = 64
+
+
+class Scheduler:
+    """Runs deliveries of the queue's due recipients until stopped."""
+
+    def __init__(
+        self,
+        *,
+        queue: Queue,
+        maildirs: Maildirs,
+        settings: DeliverySettings,
+        log: Logger,
+        courier: Courier | None = None,
+    ) -> None:
+        self._queue = queue
+        self._settings = settings
+        self._log = log
+        self._courier = courier or LocalCourier(maildirs=maildirs, spool_path=queue.spool_path)
+        self._concurrency = max(1, settings.concurrency)
+        self._claim_limit = min(self._concurrency * _CLAIM_PER_WORKER, _MAX_CLAIM)
+        self._task: asyncio.Task[None] | None = None
+        self._workers: ThreadPoolExecutor | None = None
+        self._database: ThreadPoolExecutor | None = None
+        self._stopping = False
+        self._in_flight: dict[asyncio.Future[Outcome], tuple[Future[Outcome], DueRecipient]] = {}
+        self.recorded = 0  # outcomes recorded since start, whatever the result (metrics, tests)
+
+    async def start(self) -> None:
+        self._stopping = False
+        self._workers = ThreadPoolExecutor(self._concurrency, thread_name_prefix="postroom-deliver")
+        self._database = ThreadPoolExecutor(1, thread_name_prefix="postroom-delivery-db")
+        self._task = asyncio.create_task(self._run(), name="delivery-scheduler")
+
+    async def stop(self, *, grace: float = 30.0) -> None:
+        """Stops claiming; waits up to ``grace`` seconds for running deliveries. Unstarted claims go back;
+        deliveries still running after the bound keep their lease and are retried after it."""
+        self._stopping = True
+        unstarted = [recipient for future, recipient in self._in_flight.values() if future.cancel()]
+        self._queue.wait_for_work().set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, grace)
+            except TimeoutError:
+                self._log.warning("delivery.stop_timeout", seconds=grace)
+            self._task = None
+        if unstarted:
+            await self._in_database(partial(self._queue.release, unstarted))
+        if self._workers is not None:
+            self._workers.shutdown(wait=False, cancel_futures=True)
+            self._workers = None
+        if self._database is not None:
+            await asyncio.to_thread(self._database.shutdown, wait=True)
+            self._database = None
+
+    async def _run(self) -> None:
+        work = self._queue.wait_for_work()
+        while not self._stopping:
+            work.clear()
+            try:
+                due = await self._in_database(self._claim)
+                if self._stopping:
+                    await self._in_database(partial(self._queue.release, due))
+                    break
+                if due:
+                    await self._deliver(due)
+                    continue
+            except Exception as exc:  # the database failed us: log, wait, try again
+                self._log.failure("delivery.scheduler_error", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(work.wait(), self._settings.poll_interval)
+
+    def _claim(self) -> list[DueRecipient]:
+        return self._queue.claim_due(limit=self._claim_limit)
+
+    async def _deliver(self, due: Sequence[DueRecipient]) -> None:
+        assert self._workers is not None
+        for recipient in due:
+            future = self._workers.submit(self._deliver_one, recipient)
+            self._in_flight[asyncio.wrap_future(future)] = (future, recipient)
+        waiting: set[asyncio.Future[Outcome]] = set(self._in_flight)
+        outcomes: list[Outcome] = []
+        try:
+            while waiting:
+                done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                outcomes.extend(f.result() for f in done if not f.cancelled())  # cancelled: see stop()
+                if len(outcomes) >= _RECORD_BATCH or not waiting:
+                    batch, outcomes = outcomes, []
+                    await self._record(batch)
+        finally:
+            self._in_flight.clear()
+
+    async def _record(self, outcomes: list[Outcome]) -> None:
+        if outcomes:
+            await self._in_database(partial(self._queue.record, outcomes))
+            self.recorded += len(outcomes)
+
+    def _deliver_one(self, recipient: DueRecipient) -> Outcome:
+        try:
+            return self._courier.deliver(recipient)
+        except Exception as exc:  # a courier bug: keep the message, say so loudly
+            self._log.failure("delivery.courier_error", exc, queue_id=recipient.queue_id)
+            return failed(recipient, exc)
+
+    async def _in_database(self, call: Callable[[], _T]) -> _T:
+        assert self._database is not None
+        return await asyncio.get_running_loop().run_in_executor(self._database, call)

@@ -1,0 +1,1 @@
+"""Async DNS resolution (MX, A/AAAA, TXT, PTR, TLSA) with configurable nameservers. (Grows with relaying.)"""

@@ -1,0 +1,188 @@
+"""Group commit: one worker thread makes many sessions' messages durable with one directory fsync and one
+SQLite transaction per batch, then wakes each waiting session.
+
+Theory of operation: sessions put (writer, message, future) on an inbox and await the future. The worker
+takes everything waiting (up to ``max_batch``), fdatasyncs each spool file and renames it into ``spool/``
+(in a small thread pool when the batch is large: on this kind of disk parallel fdatasyncs overlap), fsyncs
+``spool/`` once, inserts all index rows in one transaction (one WAL fsync), and only then resolves the
+futures on their event loop. While it works, the next batch gathers, so the batch size follows the load.
+A message that fails is removed and its future gets QueueError; nothing was acknowledged for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from postroom.observe.log import Logger
+from postroom.queue.index import Index, NewMessage
+from postroom.queue.model import CommitStats, QueueError
+from postroom.queue.spool import Spool, SpoolWriter
+
+__all__ = ["GroupCommitter"]
+
+_SYNC_THREADS = 4
+_PARALLEL_FROM = 4  # below this many files the pool's hand-off costs more than it overlaps
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    writer: SpoolWriter
+    message: NewMessage
+    future: asyncio.Future[str]
+    loop: asyncio.AbstractEventLoop
+
+
+_Failure = tuple[_Pending, BaseException]
+
+
+class GroupCommitter:
+    """The commit worker thread; owns its database connection while it runs."""
+
+    def __init__(
+        self,
+        *,
+        spool: Spool,
+        conn: sqlite3.Connection,
+        max_batch: int,
+        log: Logger,
+        on_commit: Callable[[], None],
+    ) -> None:
+        self._spool = spool
+        self._index = Index(conn)
+        self._max_batch = max(1, max_batch)
+        self._log = log
+        self._on_commit = on_commit
+        self._inbox: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._accepting = False
+        self._batches = 0
+        self._messages = 0
+        self._largest = 0
+
+    def start(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=_SYNC_THREADS, thread_name_prefix="postroom-fsync")
+        self._thread = threading.Thread(target=self._run, name="postroom-commit", daemon=True)
+        self._accepting = True
+        self._thread.start()
+
+    async def stop(self) -> None:
+        """Commits everything already submitted, then ends the worker."""
+        self._accepting = False
+        if self._thread is not None:
+            self._inbox.put(None)
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def submit(self, writer: SpoolWriter, message: NewMessage) -> asyncio.Future[str]:
+        if not self._accepting:
+            raise QueueError("the queue is not running")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[str] = loop.create_future()
+        self._inbox.put(_Pending(writer, message, future, loop))
+        return future
+
+    def stats(self) -> CommitStats:
+        return CommitStats(batches=self._batches, messages=self._messages, largest_batch=self._largest)
+
+    # --- the worker thread ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._inbox.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            try:
+                self._commit_batch(batch)
+            except Exception as exc:  # a bug: fail this batch loudly, keep serving the next ones
+                self._log.failure("queue.commit_error", exc, messages=len(batch))
+                for pending in batch:
+                    pending.writer.remove()
+                self._resolve([], [(p, exc) for p in batch])
+
+    def _commit_batch(self, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
+        durable, failed = self._make_files_durable(batch)
+        if durable:
+            try:
+                self._spool.sync()
+                self._index.insert([p.message for p in durable])
+            except (OSError, sqlite3.Error) as exc:
+                for pending in durable:
+                    pending.writer.remove()
+                error: BaseException = exc
+                failed.extend((p, error) for p in durable)
+                durable = []
+        if durable:
+            self._batches += 1
+            self._messages += len(durable)
+            self._largest = max(self._largest, len(durable))
+        self._log.debug(
+            "queue.commit_batch",
+            messages=len(durable),
+            failed=len(failed),
+            seconds=round(time.perf_counter() - started, 6),
+        )
+        for pending, reason in failed:
+            self._log.error("queue.commit_failed", queue_id=pending.message.queue_id, error=str(reason))
+        self._resolve(durable, failed)
+
+    def _make_files_durable(self, batch: list[_Pending]) -> tuple[list[_Pending], list[_Failure]]:
+        def one(pending: _Pending) -> BaseException | None:
+            try:
+                pending.writer.make_durable(self._spool.path(pending.message.queue_id))
+            except OSError as exc:
+                pending.writer.remove()
+                return exc
+            return None
+
+        if len(batch) >= _PARALLEL_FROM and self._pool is not None:
+            errors = list(self._pool.map(one, batch))
+        else:
+            errors = [one(pending) for pending in batch]
+        durable = [p for p, error in zip(batch, errors, strict=True) if error is None]
+        failed = [(p, error) for p, error in zip(batch, errors, strict=True) if error is not None]
+        return durable, failed
+
+    def _resolve(self, durable: Sequence[_Pending], failed: Sequence[_Failure]) -> None:
+        loops = {p.loop for p in durable} | {p.loop for p, _ in failed}
+        for loop in loops:
+            ours = [p for p in durable if p.loop is loop]
+            theirs = [(p, e) for p, e in failed if p.loop is loop]
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting any more
+                loop.call_soon_threadsafe(self._settle, ours, theirs)
+
+    def _settle(self, durable: Sequence[_Pending], failed: Sequence[_Failure]) -> None:
+        """On the event loop: wake the sessions, then the scheduler."""
+        for pending in durable:
+            if not pending.future.done():
+                pending.future.set_result(pending.message.queue_id)
+        for pending, exc in failed:
+            if not pending.future.done():
+                error = exc if isinstance(exc, QueueError) else QueueError(f"commit failed: {exc}")
+                error.__cause__ = None if error is exc else exc
+                pending.future.set_exception(error)
+        if durable:
+            self._on_commit()

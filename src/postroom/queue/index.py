@@ -1,0 +1,197 @@
+"""The queue index in SQL: one row per message, one per recipient; insert, claim, record, count.
+
+Every method is one transaction on the connection it was given. Not thread-safe by itself: the caller owns
+the connection (the commit worker) or holds a lock (delivery threads). No files here (see spool.py).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+from postroom.config.schema import QueueSettings
+from postroom.queue.model import DueRecipient, Envelope, Outcome
+from postroom.queue.schedule import next_attempt_at
+
+__all__ = ["Index", "NewMessage", "Recorded"]
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message whose spool file is durable, ready for its index rows."""
+
+    queue_id: str
+    envelope: Envelope
+    size: int
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """One recorded outcome as it ended up: delivered, deferred (with the next attempt) or failed."""
+
+    queue_id: str
+    address: str
+    state: Literal["delivered", "deferred", "failed"]
+    attempts: int
+    detail: str
+    next_attempt_at: float | None = None
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE (take the write lock now, so busy_timeout applies) ... COMMIT, or ROLLBACK."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+class Index:
+    """The messages and recipients tables of one database connection."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def known_ids(self) -> set[str]:
+        return {row[0] for row in self._conn.execute("SELECT id FROM messages")}
+
+    def count_active(self) -> int:
+        row = self._conn.execute("SELECT count(*) FROM messages WHERE status = 'active'").fetchone()
+        return int(row[0])
+
+    def insert(self, messages: Sequence[NewMessage]) -> None:
+        """All rows of all messages in one transaction: one WAL fsync for the whole batch."""
+        message_rows = [
+            (m.queue_id, m.envelope.sender, m.size, m.received_at, m.envelope.client_ip, m.envelope.helo)
+            for m in messages
+        ]
+        recipient_rows = [
+            (m.queue_id, idx, rcpt.address, rcpt.mailbox, m.received_at)
+            for m in messages
+            for idx, rcpt in enumerate(m.envelope.recipients)
+        ]
+        with transaction(self._conn) as conn:
+            conn.executemany(
+                "INSERT INTO messages (id, sender, size, received_at, client_ip, helo)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                message_rows,
+            )
+            conn.executemany(
+                "INSERT INTO recipients (message_id, idx, address, mailbox, next_attempt_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                recipient_rows,
+            )
+
+    def claim(self, *, now: float, lease_until: float, limit: int) -> list[DueRecipient]:
+        """Due recipients, oldest first; their next attempt moves to ``lease_until`` before returning."""
+        with transaction(self._conn) as conn:
+            rows = conn.execute(
+                "SELECT r.message_id, r.idx, r.address, r.mailbox, m.sender, r.attempts + 1, m.received_at"
+                " FROM recipients r JOIN messages m ON m.id = r.message_id"
+                " WHERE r.state = 'queued' AND r.next_attempt_at <= ? AND m.status = 'active'"
+                " ORDER BY r.next_attempt_at LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            conn.executemany(
+                "UPDATE recipients SET attempts = attempts + 1, next_attempt_at = ?"
+                " WHERE message_id = ? AND idx = ?",
+                [(lease_until, row[0], row[1]) for row in rows],
+            )
+        return [DueRecipient(*row) for row in rows]
+
+    def release(self, recipients: Sequence[DueRecipient], *, now: float) -> None:
+        """Gives claimed but unattempted recipients back: due now, the claim's attempt not counted."""
+        with transaction(self._conn) as conn:
+            conn.executemany(
+                "UPDATE recipients SET attempts = max(attempts - 1, 0), next_attempt_at = ?"
+                " WHERE message_id = ? AND idx = ? AND state = 'queued'",
+                [(now, r.queue_id, r.idx) for r in recipients],
+            )
+
+    def record(
+        self,
+        outcomes: Sequence[Outcome],
+        *,
+        now: float,
+        settings: QueueSettings,
+        random: Callable[[], float] | None = None,
+    ) -> tuple[list[Recorded], list[str]]:
+        """Applies outcomes in one transaction; deletes messages left with no queued recipient.
+
+        Returns what each outcome became and the ids of the deleted messages (their spool files are the
+        caller's to unlink, after this commit). Outcomes for recipients no longer queued are ignored.
+        """
+        recorded: list[Recorded] = []
+        touched: dict[str, None] = {}
+        with transaction(self._conn) as conn:
+            for outcome in outcomes:
+                done = self._record_one(conn, outcome, now=now, settings=settings, random=random)
+                if done is not None:
+                    recorded.append(done)
+                    touched[outcome.queue_id] = None
+            removed = [queue_id for queue_id in touched if self._remove_if_done(conn, queue_id)]
+        return recorded, removed
+
+    def _record_one(
+        self,
+        conn: sqlite3.Connection,
+        outcome: Outcome,
+        *,
+        now: float,
+        settings: QueueSettings,
+        random: Callable[[], float] | None,
+    ) -> Recorded | None:
+        key = (outcome.queue_id, outcome.idx)
+        row = conn.execute(
+            "SELECT r.address, r.attempts, m.received_at"
+            " FROM recipients r JOIN messages m ON m.id = r.message_id"
+            " WHERE r.message_id = ? AND r.idx = ? AND r.state = 'queued'",
+            key,
+        ).fetchone()
+        if row is None:
+            return None
+        address, attempts, received_at = row[0], int(row[1]), float(row[2])
+        if outcome.result == "delivered":
+            conn.execute(
+                "UPDATE recipients SET state = 'delivered', last_error = NULL"
+                " WHERE message_id = ? AND idx = ?",
+                key,
+            )
+            return Recorded(outcome.queue_id, address, "delivered", attempts, outcome.detail)
+        detail = outcome.detail
+        retry_at = None
+        if outcome.result == "temporary":
+            retry_at = next_attempt_at(
+                attempts=attempts, now=now, received_at=received_at, settings=settings, random=random
+            )
+            if retry_at is None:
+                detail = f"expired after {attempts} attempts: {detail}"
+        if retry_at is None:
+            conn.execute(
+                "UPDATE recipients SET state = 'failed', last_error = ? WHERE message_id = ? AND idx = ?",
+                (detail, *key),
+            )
+            return Recorded(outcome.queue_id, address, "failed", attempts, detail)
+        conn.execute(
+            "UPDATE recipients SET next_attempt_at = ?, last_error = ? WHERE message_id = ? AND idx = ?",
+            (retry_at, detail, *key),
+        )
+        return Recorded(outcome.queue_id, address, "deferred", attempts, detail, retry_at)
+
+    @staticmethod
+    def _remove_if_done(conn: sqlite3.Connection, queue_id: str) -> bool:
+        pending = conn.execute(
+            "SELECT 1 FROM recipients WHERE message_id = ? AND state = 'queued' LIMIT 1", (queue_id,)
+        ).fetchone()
+        if pending is not None:
+            return False
+        conn.execute("DELETE FROM messages WHERE id = ?", (queue_id,))
+        return True

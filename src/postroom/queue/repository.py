@@ -1,0 +1,191 @@
+"""The Queue facade: accept (spool + group commit), recover at start, hand out due work, record outcomes.
+
+Sessions use ``open_spool`` and ``commit`` on the event loop; delivery threads use ``claim_due``, ``record``
+and ``release`` (synchronous, thread-safe: one connection behind a lock). The SQL is in index.py, the files
+in spool.py, the batching in commit.py, the retry arithmetic in schedule.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from postroom.config.schema import QueueSettings
+from postroom.observe.log import Logger, sanitize
+from postroom.queue.commit import GroupCommitter
+from postroom.queue.index import Index, NewMessage, Recorded
+from postroom.queue.model import CommitStats, DueRecipient, Envelope, Outcome, QueueError
+from postroom.queue.spool import Spool, SpoolWriter
+from postroom.store import open_database
+
+__all__ = ["Queue"]
+
+
+class Queue:
+    """The durable queue of one node: spool files under ``queue_dir``, the index in ``database_path``."""
+
+    def __init__(
+        self,
+        *,
+        settings: QueueSettings,
+        queue_dir: Path,
+        database_path: Path,
+        clock: Callable[[], float] = time.time,
+        log: Logger,
+        random: Callable[[], float] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._database_path = database_path
+        self._clock = clock
+        self._log = log
+        self._random = random  # jitter for retry times; None keeps the schedule exact
+        self._spool = Spool(queue_dir=queue_dir, clock=clock)
+        self._work = asyncio.Event()
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._committer: GroupCommitter | None = None
+        self._commit_conn: sqlite3.Connection | None = None
+
+    # --- life cycle ----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Opens the database, recovers the spool (see ``Spool.recover``), starts the commit worker."""
+        self._work = asyncio.Event()  # made here: it belongs to the loop that runs the queue
+        commit_conn = await asyncio.to_thread(self._open_and_recover)
+        self._committer = GroupCommitter(
+            spool=self._spool,
+            conn=commit_conn,
+            max_batch=self._settings.commit_max_batch,
+            log=self._log,
+            on_commit=self._work.set,
+        )
+        self._commit_conn = commit_conn
+        self._committer.start()
+        self._work.set()  # recovered messages may be due
+
+    def _open_and_recover(self) -> sqlite3.Connection:
+        self._spool.create()
+        sole_owner = self._spool.acquire()
+        commit_conn = open_database(self._database_path)
+        try:
+            self._conn = open_database(self._database_path)
+            known = Index(commit_conn).known_ids()
+            report = self._spool.recover(known, sole_owner=sole_owner)
+        except BaseException:
+            commit_conn.close()
+            self._close_connection()
+            self._spool.release()
+            raise
+        self._spool.share()
+        self._log.info(
+            "queue.recovered",
+            messages=len(known),
+            removed_spool=report.removed_spool,
+            removed_incoming=report.removed_incoming,
+            sole_owner=sole_owner,
+        )
+        return commit_conn
+
+    async def stop(self) -> None:
+        """Finishes the commits already submitted, then closes the database and the lock."""
+        if self._committer is not None:
+            await self._committer.stop()
+            self._committer = None
+        if self._commit_conn is not None:
+            self._commit_conn.close()
+            self._commit_conn = None
+        with self._lock:
+            self._close_connection()
+        self._spool.release()
+
+    def _close_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # --- accepting (event loop) ----------------------------------------------------------------------
+
+    def open_spool(self) -> SpoolWriter:
+        """A writer for one incoming message. Raises QueueError when no spool file can be created."""
+        return self._spool.open_writer()
+
+    async def commit(self, writer: SpoolWriter, envelope: Envelope) -> str:
+        """Returns the queue id once the file, its directory entry and the index rows are all on disk.
+
+        Raises QueueError (the file is then removed; the client must not get a 250).
+        """
+        if self._committer is None:
+            writer.abort()
+            raise QueueError("the queue is not running")
+        writer.seal()
+        message = NewMessage(writer.queue_id, envelope, writer.size, self._clock())
+        try:
+            future = self._committer.submit(writer, message)
+        except QueueError:
+            writer.remove()
+            raise
+        return await future
+
+    def wait_for_work(self) -> asyncio.Event:
+        """Set after every commit batch (and at start); the scheduler clears it before it claims."""
+        return self._work
+
+    def commit_stats(self) -> CommitStats:
+        return self._committer.stats() if self._committer is not None else CommitStats(0, 0, 0)
+
+    # --- delivering (any thread) ---------------------------------------------------------------------
+
+    def claim_due(self, *, limit: int) -> list[DueRecipient]:
+        """Due recipients; each one's next attempt moves a lease ahead (committed) before returning."""
+        now = self._clock()
+        with self._lock:
+            return Index(self._connection()).claim(
+                now=now, lease_until=now + self._settings.claim_lease, limit=limit
+            )
+
+    def release(self, recipients: Sequence[DueRecipient]) -> None:
+        """Gives back claimed recipients never attempted (shutdown): due again now, attempt uncounted."""
+        if recipients:
+            with self._lock:
+                Index(self._connection()).release(recipients, now=self._clock())
+
+    def record(self, outcomes: Sequence[Outcome]) -> None:
+        """Applies outcomes in one transaction, then removes finished messages' spool files."""
+        if not outcomes:
+            return
+        with self._lock:
+            recorded, removed = Index(self._connection()).record(
+                outcomes, now=self._clock(), settings=self._settings, random=self._random
+            )
+        for item in recorded:
+            self._log_recorded(item)
+        for queue_id in removed:
+            self._spool.path(queue_id).unlink(missing_ok=True)
+            self._log.info("message.removed", queue_id=queue_id)
+
+    def _log_recorded(self, item: Recorded) -> None:
+        fields = {"queue_id": item.queue_id, "rcpt": sanitize(item.address), "attempts": item.attempts}
+        if item.state == "delivered":
+            self._log.info("delivery.delivered", **fields)
+        elif item.state == "deferred":
+            self._log.info(
+                "delivery.deferred", **fields, error=sanitize(item.detail), retry_at=item.next_attempt_at
+            )
+        else:
+            self._log.info("delivery.failed", **fields, error=sanitize(item.detail))
+
+    def spool_path(self, queue_id: str) -> Path:
+        return self._spool.path(queue_id)
+
+    def message_count(self) -> int:
+        with self._lock:
+            return Index(self._connection()).count_active()
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("the queue is not running")
+        return self._conn

@@ -1,0 +1,206 @@
+"""Spool files: queue ids, writing one message's bytes to disk, making them durable, and start-up recovery.
+
+Layout under ``queue_dir``: ``incoming/<id>`` while a message arrives, ``spool/<id>`` once committed (the
+rename happens inside the group commit, before the one fsync of ``spool/``). A file in ``spool/`` counts only
+when the index has its row: the index is written after the file is durable, so recovery may delete any file
+the index does not know. No SQL here (see index.py) and no batching (see commit.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from postroom.queue.model import QueueError
+
+__all__ = ["RecoveryReport", "Spool", "SpoolWriter", "sync_file"]
+
+_BUFFER = 64 * 1024
+_QUEUE_ID = re.compile(r"[0-9a-f]{16}")
+
+
+def sync_file(fd: int) -> None:
+    """fdatasync where the platform has it (data and size, not timestamps), else fsync."""
+    sync = getattr(os, "fdatasync", os.fsync)
+    sync(fd)
+
+
+def sync_directory(path: Path) -> None:
+    """Makes the directory's entries (a created or renamed file) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class SpoolWriter:
+    """One incoming message streaming to ``incoming/<queue_id>``; made by ``Queue.open_spool()``.
+
+    ``write`` buffers (64 KiB) and never raises for I/O: a failed write discards the file and remembers the
+    error, and the commit then raises QueueError, so a session answers at end of data as RFC 5321 expects.
+    """
+
+    def __init__(self, *, queue_id: str, path: Path, file: BinaryIO) -> None:
+        self.queue_id = queue_id
+        self.size = 0
+        self._path = path
+        self._file: BinaryIO | None = file
+        self._error: OSError | None = None
+        self._sealed = False  # handed to the commit: no more writes
+
+    def write(self, data: bytes) -> None:
+        if self._sealed:
+            raise RuntimeError(f"spool {self.queue_id} is being committed or was aborted")
+        if self._file is None:
+            return  # failed earlier; the commit will say so
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            self._error = exc
+            self._discard()
+            return
+        self.size += len(data)
+
+    def abort(self) -> None:
+        """Discards the message (closes and unlinks the file). Safe to call twice or after a failed commit."""
+        self._sealed = True
+        self._discard()
+
+    # --- used by the commit worker thread ------------------------------------------------------------
+
+    def seal(self) -> None:
+        """No more writes: the message is handed to the commit."""
+        if self._sealed:
+            raise RuntimeError(f"spool {self.queue_id} was already committed or aborted")
+        self._sealed = True
+
+    def make_durable(self, final_path: Path) -> None:
+        """Flushes, fdatasyncs, closes, renames into ``spool/``. The caller fsyncs ``spool/`` afterwards."""
+        if self._error is not None or self._file is None:
+            raise QueueError(f"writing spool file {self.queue_id} failed: {self._error}")
+        file = self._file
+        try:
+            file.flush()
+            sync_file(file.fileno())
+        finally:
+            self._file = None
+            file.close()
+        os.rename(self._path, final_path)
+        self._path = final_path
+
+    def remove(self) -> None:
+        """Deletes the file wherever it is now (after a failed commit)."""
+        self._discard()
+
+    def _discard(self) -> None:
+        if self._file is not None:
+            file, self._file = self._file, None
+            with contextlib.suppress(OSError):  # close flushes: on a full disk it fails; the file goes anyway
+                file.close()
+        self._path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    """What start-up recovery removed: spool files the index never knew, leftover incoming files."""
+
+    removed_spool: int
+    removed_incoming: int
+
+
+class Spool:
+    """The spool directories of one queue_dir: ids, writers, paths, the owner lock and recovery."""
+
+    def __init__(self, *, queue_dir: Path, clock: Callable[[], float]) -> None:
+        self.incoming_dir = queue_dir / "incoming"
+        self.spool_dir = queue_dir / "spool"
+        self._lock_path = queue_dir / "lock"
+        self._lock_fd: int | None = None
+        self._clock = clock
+        self._last_micros = 0
+        self._id_lock = threading.Lock()
+
+    def create(self) -> None:
+        self.incoming_dir.mkdir(parents=True, exist_ok=True)
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+
+    def new_queue_id(self) -> str:
+        """16 hex digits: microseconds since the epoch (13, strictly increasing here) + 3 random ones."""
+        with self._id_lock:
+            micros = max(int(self._clock() * 1_000_000), self._last_micros + 1)
+            self._last_micros = micros
+        return f"{micros:013x}{secrets.randbelow(4096):03x}"
+
+    def open_writer(self) -> SpoolWriter:
+        for _ in range(8):  # ids are unique here; O_EXCL guards against another process on the same dir
+            queue_id = self.new_queue_id()
+            path = self.incoming_dir / queue_id
+            try:
+                file = open(path, "xb", buffering=_BUFFER)  # noqa: SIM115 - the writer owns and closes it
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise QueueError(f"cannot create a spool file: {exc}") from exc
+            return SpoolWriter(queue_id=queue_id, path=path, file=file)
+        raise QueueError("cannot find an unused queue id")
+
+    def path(self, queue_id: str) -> Path:
+        if not _QUEUE_ID.fullmatch(queue_id):
+            raise ValueError(f"not a queue id: {queue_id!r}")
+        return self.spool_dir / queue_id
+
+    def sync(self) -> None:
+        sync_directory(self.spool_dir)
+
+    def acquire(self) -> bool:
+        """Locks the queue dir; True (and an exclusive lock) when no other process is running on it.
+
+        Call ``share()`` after recovery: running processes hold a shared lock, so a process that starts
+        while others run skips recovery and waits here until the exclusive holder has finished its own.
+        """
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        self._lock_fd = fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            return False
+        return True
+
+    def share(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
+
+    def release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def recover(self, known_ids: set[str], *, sole_owner: bool) -> RecoveryReport:
+        """Removes spool files without an index row (never acknowledged) and leftover incoming files.
+
+        Only when ``sole_owner``: another running process may be between its rename and its index commit.
+        """
+        if not sole_owner:
+            return RecoveryReport(0, 0)
+        removed_spool = 0
+        for entry in os.scandir(self.spool_dir):
+            if entry.name not in known_ids:
+                os.unlink(entry.path)
+                removed_spool += 1
+        removed_incoming = 0
+        for entry in os.scandir(self.incoming_dir):
+            os.unlink(entry.path)
+            removed_incoming += 1
+        if removed_spool:
+            self.sync()
+        return RecoveryReport(removed_spool, removed_incoming)

@@ -1,0 +1,541 @@
+"""Server-side SMTP as a sans-I/O state machine: ``receive_data`` bytes, ``next_event``, ``send`` a reply.
+
+It frames command lines, checks their sequence against ``states.py``, parses them with ``grammar.py`` and
+reads message bodies with ``data.py``. It decides nothing about policy, and never touches a socket or clock.
+
+Contract for the driver (the session):
+
+- ``send()`` the greeting first (220; or 554, after which only QUIT is served, RFC 5321 3.1; or 421).
+- Loop: ``next_event()``; answer every event except ``Bdat`` and ``DataChunk`` with exactly one ``send()``
+  before asking for the next (pipelined commands, RFC 2920, are answered in order); on ``NEED_DATA`` read more
+  bytes and ``receive_data()`` them (``b""`` at end of input). After every ``send()``, check ``closed``: it is
+  True after 221, after any 421, after the error limit, and after the reply to a ``CommandError`` that ends
+  the conversation (an HTTP request, or a BDAT whose size cannot be read, so its octets cannot be skipped).
+- A 421 (shutting down, timeout) may be sent at any time, even with nothing to answer; it closes.
+- Error replies (4xx/5xx) to commands are counted; once ``max_errors`` were sent, the next one is replaced
+  by replies.TOO_MANY_ERRORS (421) and the connection closes. Not counted: 421s, 452 4.5.3 (too many
+  recipients: the client is told to send the rest later), and replies to EndOfData/EndOfChunk (verdicts on a
+  message, not on a command).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from postroom.smtp import replies
+from postroom.smtp.data import ChunkReader, DotReader
+from postroom.smtp.errors import LocalProtocolError, RemoteProtocolError
+from postroom.smtp.events import (
+    NEED_DATA,
+    Auth,
+    Bdat,
+    CommandError,
+    Data,
+    DataChunk,
+    Ehlo,
+    EndOfChunk,
+    EndOfData,
+    Event,
+    Help,
+    Mail,
+    NeedData,
+    Noop,
+    Quit,
+    Rcpt,
+    Rset,
+    StartTls,
+    Vrfy,
+)
+from postroom.smtp.grammar import parse_auth, parse_bdat, parse_helo, parse_mail, parse_rcpt
+from postroom.smtp.states import (
+    SEQUENCE_ERRORS,
+    TRANSACTION_STATES,
+    ServerState,
+    Step,
+    next_state,
+)
+from postroom.smtp.types import Reply, Status
+
+__all__ = ["ServerConnection", "ServerSettings", "ServerState"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerSettings:
+    """What one listener offers and the limits it enforces."""
+
+    hostname: str
+    max_message_size: int = 52_428_800  # advertised as "SIZE n" (RFC 1870); 0 = unlimited
+    max_command_line: int = 512  # octets with CRLF (RFC 5321 4.5.3.1.4)
+    max_param_line: int = 2048  # MAIL, RCPT and AUTH lines, whose extensions raise the limit (4.5.3.1.4)
+    max_recipients: int = 1000  # RFC 5321 4.5.3.1.8 asks for at least 100
+    max_errors: int = 10
+    long_lines: Literal["reject", "accept"] = "reject"  # DATA lines over 1000 octets (4.5.3.1.6)
+    bare_line_endings: Literal["reject", "normalize"] = "reject"  # bare CR / LF in DATA
+    starttls: bool = False
+    auth_mechanisms: tuple[str, ...] = ()  # offered once TLS is active, or always with auth_without_tls
+    auth_without_tls: bool = False
+    chunking: bool = True  # CHUNKING + BINARYMIME (RFC 3030)
+
+
+_STEPS: dict[type[Event], Step] = {
+    Ehlo: Step.EHLO, Mail: Step.MAIL, Rcpt: Step.RCPT, Data: Step.DATA, Rset: Step.RSET, Noop: Step.NOOP,
+    Quit: Step.QUIT, Vrfy: Step.VRFY, Help: Step.HELP, StartTls: Step.STARTTLS, Auth: Step.AUTH,
+    EndOfData: Step.END_OF_DATA,
+}  # fmt: skip
+_DEFAULT_REPLIES: dict[type[Event], Reply] = {
+    Mail: replies.SENDER_OK, Rcpt: replies.RECIPIENT_OK, Data: replies.START_DATA, Rset: replies.RESET_OK,
+    Noop: replies.NOOP_OK, Vrfy: replies.VRFY_CANNOT, Help: replies.HELP, StartTls: replies.START_TLS_READY,
+}  # fmt: skip
+# Requests from web browsers and proxies sent to an SMTP port (cross-protocol attacks): answer and hang up.
+_HTTP_VERBS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "CONNECT", "TRACE", "PATCH"})
+_LONG_VERBS = (b"MAIL ", b"RCPT ", b"AUTH ")
+_TOO_MANY_RECIPIENTS = Status(4, 5, 3)
+
+
+def _misuse(reason: str) -> LocalProtocolError:
+    return LocalProtocolError(replies.LOCAL_ERROR, reason=reason)
+
+
+class ServerConnection:
+    """One SMTP server conversation. See the module docstring for how to drive it."""
+
+    __slots__ = (
+        "_authenticated", "_buffer", "_chunk", "_closes_after_reply", "_data_ended", "_dot", "_errors",
+        "_extended", "_handlers", "_mail", "_message_size", "_pending", "_recipients", "_settings",
+        "_skipping_line", "_state", "_tls",
+    )  # fmt: skip
+
+    def __init__(self, *, settings: ServerSettings) -> None:
+        self._settings = settings
+        self._state = ServerState.CONNECTED
+        self._buffer = bytearray()
+        self._pending: Event | None = None  # the event waiting for its reply
+        self._closes_after_reply = False
+        self._skipping_line = False  # discarding an over-long command line up to its LF
+        self._errors = 0
+        self._tls = False
+        self._extended = False  # the last accepted greeting was EHLO, not HELO
+        self._authenticated = False
+        self._dot: DotReader | None = None
+        self._data_ended = False
+        self._chunk: ChunkReader | None = None
+        self._mail: Mail | None = None  # the transaction's accepted MAIL
+        self._recipients = 0
+        self._message_size = 0  # octets received in this transaction's BDAT chunks
+        self._handlers: dict[str, Callable[[str], Event | NeedData]] = {
+            "EHLO": self._on_ehlo, "HELO": self._on_helo, "MAIL": self._on_mail, "RCPT": self._on_rcpt,
+            "DATA": self._on_data, "BDAT": self._on_bdat, "RSET": self._on_rset, "NOOP": self._on_noop,
+            "QUIT": self._on_quit, "VRFY": self._on_vrfy, "HELP": self._on_help, "EXPN": self._on_expn,
+            "STARTTLS": self._on_starttls, "AUTH": self._on_auth,
+        }  # fmt: skip
+
+    # --- public state ---------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> ServerState:
+        return self._state
+
+    @property
+    def closed(self) -> bool:
+        return self._state is ServerState.CLOSED
+
+    @property
+    def tls_active(self) -> bool:
+        return self._tls
+
+    @property
+    def recipient_count(self) -> int:
+        """Recipients accepted (answered 2xx) in the current transaction."""
+        return self._recipients
+
+    def ehlo_keywords(self) -> list[str]:
+        """The extensions offered in the EHLO reply, in the order they are listed (RFC 5321 4.1.1.1)."""
+        size = self._settings.max_message_size
+        keywords = ["PIPELINING", f"SIZE {size}" if size else "SIZE", "8BITMIME", "SMTPUTF8"]
+        keywords.append("ENHANCEDSTATUSCODES")
+        if self._settings.chunking:
+            keywords += ["CHUNKING", "BINARYMIME"]
+        if self._settings.starttls and not self._tls:
+            keywords.append("STARTTLS")
+        if self._auth_offered():
+            keywords.append("AUTH " + " ".join(self._settings.auth_mechanisms))
+        return keywords
+
+    # --- the three verbs --------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Add bytes from the peer; b"" means end of input (the connection is then closed).
+
+        Bytes arriving after the connection closed are ignored.
+        """
+        if self._state is ServerState.CLOSED:
+            return
+        if not data:
+            self._pending = None
+            self._enter(ServerState.CLOSED)
+        elif self._state is ServerState.TLS_PENDING:
+            raise _misuse("plaintext bytes fed while waiting for the TLS handshake")
+        else:
+            self._buffer += data
+
+    def next_event(self) -> Event | NeedData:
+        """The next event, or NEED_DATA. Raises LocalProtocolError while an event waits for its reply."""
+        if self._pending is not None:
+            raise _misuse(f"{type(self._pending).__name__} has not been answered")
+        state = self._state
+        if state is ServerState.CONNECTED or state is ServerState.TLS_PENDING:
+            raise _misuse(f"no events in state {state.name}: send the greeting / call tls_started() first")
+        if state is ServerState.CLOSED:
+            return NEED_DATA
+        if state is ServerState.DATA:
+            event = self._next_data_event()
+        elif self._chunk is not None:
+            event = self._next_chunk_event()
+        else:
+            event = self._next_command_event()
+        if not isinstance(event, (NeedData, Bdat, DataChunk)):
+            self._pending = event
+        return event
+
+    def send(self, reply: Reply) -> bytes:
+        """Format ``reply`` as the answer to the pending event (or the greeting) and apply its transition."""
+        if self._state is ServerState.CLOSED:
+            raise _misuse("send() on a closed connection")
+        if self._state is ServerState.CONNECTED:
+            return self._send_greeting(reply)
+        event = self._pending
+        if event is None:
+            if reply.code != 421:  # RFC 5321 3.8: the server may always close with 421
+                raise _misuse("send() with no event to answer")
+            self._enter(ServerState.CLOSED)
+            return reply.to_bytes()
+        self._check_reply(event, reply)
+        self._pending = None
+        if self._counts_as_error(event, reply):
+            self._errors += 1
+            if self._errors > self._settings.max_errors:
+                reply = replies.TOO_MANY_ERRORS
+        if reply.code == 421 or self._closes_after_reply:
+            self._enter(ServerState.CLOSED)
+        else:
+            self._advance(event, reply)
+        return reply.to_bytes()
+
+    def default_reply(self, event: Event) -> Reply:
+        """The standard positive reply to ``event`` (a CommandError's own reply). End of a message has none:
+        only the queue can say "queued as"."""
+        if isinstance(event, Ehlo):
+            name = self._settings.hostname
+            if event.extended:
+                return replies.ehlo_ok(name, event.domain, self.ehlo_keywords())
+            return replies.helo_ok(name, event.domain)
+        if isinstance(event, CommandError):
+            return event.reply
+        if isinstance(event, Quit):
+            return replies.closing(self._settings.hostname)
+        if isinstance(event, EndOfChunk) and not event.last:
+            return event.problem or replies.CHUNK_OK
+        reply = _DEFAULT_REPLIES.get(type(event))
+        if reply is None:
+            raise _misuse(f"no default reply for {type(event).__name__}")
+        return reply
+
+    def tls_started(self) -> None:
+        """The TLS handshake after STARTTLS finished: the client starts over with EHLO (RFC 3207 4.2)."""
+        if self._state is not ServerState.TLS_PENDING:
+            raise _misuse("tls_started() without an accepted STARTTLS")
+        self._tls = True
+        self._extended = False  # RFC 3207 4.2: forget everything learnt from the client before TLS
+        self._authenticated = False
+        self._buffer.clear()
+        self._enter(next_state(self._state, Step.TLS_STARTED, accepted=True))
+
+    # --- replies and transitions --------------------------------------------------------------------------
+
+    def _send_greeting(self, reply: Reply) -> bytes:
+        if reply.code == 421:
+            self._enter(ServerState.CLOSED)
+        elif reply.code in (220, 554):
+            self._enter(next_state(self._state, Step.GREETING, accepted=reply.code == 220))
+        else:
+            raise _misuse(f"a greeting must be 220, 554 or 421, not {reply.code}")
+        return reply.to_bytes()
+
+    @staticmethod
+    def _check_reply(event: Event, reply: Reply) -> None:
+        if reply.code == 334:
+            raise _misuse("SASL continuations (334) are not supported yet")
+        if (reply.code == 354) != (isinstance(event, Data) and reply.is_positive):
+            raise _misuse("354 answers DATA, and only 354 accepts it")
+        if reply.code == 221 and not isinstance(event, Quit):
+            raise _misuse("221 answers QUIT only")
+        if reply.is_positive and isinstance(event, CommandError):
+            raise _misuse("a CommandError cannot be answered positively")
+
+    @staticmethod
+    def _counts_as_error(event: Event, reply: Reply) -> bool:
+        if reply.is_positive or reply.code == 421 or isinstance(event, (EndOfData, EndOfChunk)):
+            return False
+        return not (reply.code == 452 and reply.status == _TOO_MANY_RECIPIENTS)
+
+    def _advance(self, event: Event, reply: Reply) -> None:
+        if isinstance(event, EndOfChunk):
+            step = Step.LAST_CHUNK if event.last else Step.CHUNK
+        elif isinstance(event, CommandError):
+            return
+        else:
+            step = _STEPS[type(event)]
+        accepted = reply.is_positive
+        new_state = next_state(self._state, step, accepted=accepted)
+        if accepted:
+            if isinstance(event, Ehlo):
+                self._extended = event.extended
+            elif isinstance(event, Auth) and reply.code == 235:
+                self._authenticated = True
+        self._enter(new_state)
+        if accepted and isinstance(event, Mail):
+            self._mail = event
+        elif accepted and isinstance(event, Rcpt):
+            self._recipients += 1
+
+    def _enter(self, state: ServerState) -> None:
+        if state not in TRANSACTION_STATES:
+            self._mail, self._recipients, self._message_size = None, 0, 0
+            self._chunk = None
+        if state is ServerState.DATA:
+            settings = self._settings
+            self._dot = DotReader(
+                max_size=settings.max_message_size,
+                normalize=settings.bare_line_endings == "normalize",
+                reject_long_lines=settings.long_lines == "reject",
+            )
+            self._data_ended = False
+        else:
+            self._dot = None
+        if state is ServerState.TLS_PENDING:
+            self._buffer.clear()  # CVE-2011-0411: nothing sent before the handshake may count after it
+        if state is ServerState.CLOSED:
+            self._buffer.clear()
+        self._state = state
+
+    # --- message bodies ---------------------------------------------------------------------------------
+
+    def _next_data_event(self) -> Event | NeedData:
+        reader = self._dot
+        assert reader is not None
+        if not self._data_ended and self._buffer:
+            data = bytes(self._buffer)
+            self._buffer.clear()
+            out, rest = reader.feed(data)
+            if rest is not None:
+                self._data_ended = True
+                self._buffer += rest  # pipelined commands after the end of data
+            if out:
+                return DataChunk(out)
+        if self._data_ended:
+            return EndOfData(reader.size, reader.problem)
+        return NEED_DATA
+
+    def _next_chunk_event(self) -> Event | NeedData:
+        chunk = self._chunk
+        assert chunk is not None
+        while chunk.remaining and self._buffer:
+            piece = chunk.read(self._buffer)
+            if chunk.refusal is None:
+                self._message_size += len(piece)
+                if not self._too_big():
+                    return DataChunk(piece)
+        if chunk.remaining:
+            return NEED_DATA
+        self._chunk = None
+        if chunk.refusal is not None:
+            return CommandError(chunk.refusal, reason="BDAT out of sequence; its octets were discarded")
+        problem = replies.MESSAGE_TOO_BIG if self._too_big() else None
+        return EndOfChunk(self._message_size, chunk.last, problem)
+
+    def _too_big(self) -> bool:
+        limit = self._settings.max_message_size
+        return bool(limit) and self._message_size > limit
+
+    # --- command lines ----------------------------------------------------------------------------------
+
+    def _next_command_event(self) -> Event | NeedData:
+        line = self._read_line()
+        if line is None:
+            return NEED_DATA
+        if isinstance(line, Reply):
+            return CommandError(line, reason="malformed command line")
+        if b"\0" in line:
+            return CommandError(replies.NUL_IN_COMMAND, reason="NUL in command line")
+        if b"\r" in line:
+            return CommandError(replies.BARE_LF_IN_COMMAND, reason="bare CR in command line")
+        try:
+            text = line.decode("ascii") if line.isascii() else line.decode("utf-8")
+        except UnicodeDecodeError:
+            return CommandError(replies.NON_ASCII_COMMAND, reason="command line is not UTF-8")
+        verb, _, args = text.partition(" ")
+        verb = verb.upper()
+        handler = self._handlers.get(verb) if verb.isascii() else None
+        if handler is None:
+            if verb in _HTTP_VERBS or verb.endswith(":"):
+                return self._closing_error(replies.HTTP_COMMAND, "HTTP request on the SMTP port")
+            return CommandError(replies.SYNTAX_ERROR, reason="unknown command")
+        try:
+            return handler(args)
+        except RemoteProtocolError as error:
+            return CommandError(error.reply, reason=error.reason)
+
+    def _read_line(self) -> bytes | Reply | None:
+        """One command line without its CRLF, a Reply for a line that is refused as a whole, or None."""
+        buffer = self._buffer
+        newline = buffer.find(b"\n")
+        if self._skipping_line:
+            if newline < 0:
+                buffer.clear()
+                return None
+            del buffer[: newline + 1]
+            self._skipping_line = False
+            return replies.LINE_TOO_LONG
+        settings = self._settings
+        long = buffer[:5].upper() in _LONG_VERBS
+        limit = max(settings.max_param_line, settings.max_command_line) if long else settings.max_command_line
+        if newline < 0:
+            if len(buffer) >= limit:  # no CRLF can arrive in time: drop what we have, skip to the next LF
+                buffer.clear()
+                self._skipping_line = True
+            return None
+        line = bytes(buffer[: newline + 1])
+        del buffer[: newline + 1]
+        if newline + 1 > limit:
+            return replies.LINE_TOO_LONG
+        if newline == 0 or line[-2] != 13:  # RFC 5321 2.3.8: lines end with CRLF, never a bare LF
+            return replies.BARE_LF_IN_COMMAND
+        return line[:-2]
+
+    def _closing_error(self, reply: Reply, reason: str) -> CommandError:
+        self._closes_after_reply = True
+        return CommandError(reply, reason=reason)
+
+    def _refusal(self, step: Step) -> CommandError | None:
+        reply = SEQUENCE_ERRORS.get(self._state, {}).get(step)
+        return None if reply is None else CommandError(reply, reason=f"{step.name} out of sequence")
+
+    def _auth_offered(self) -> bool:
+        settings = self._settings
+        return bool(settings.auth_mechanisms) and (self._tls or settings.auth_without_tls)
+
+    # --- one handler per verb ---------------------------------------------------------------------------
+
+    def _on_ehlo(self, args: str) -> Event:
+        return self._refusal(Step.EHLO) or parse_helo(args, extended=True)
+
+    def _on_helo(self, args: str) -> Event:
+        return self._refusal(Step.EHLO) or parse_helo(args, extended=False)
+
+    def _on_mail(self, args: str) -> Event:
+        refusal = self._refusal(Step.MAIL)
+        if refusal is not None:
+            return refusal
+        mail = parse_mail(args)
+        limit = self._settings.max_message_size
+        if mail.params and not self._extended:  # RFC 5321 4.1.1.11 / 2.2.1: parameters need EHLO
+            return CommandError(replies.UNKNOWN_PARAMETER, reason="MAIL parameters after HELO")
+        if mail.size is not None and limit and mail.size > limit:  # RFC 1870 6.1
+            return CommandError(replies.MESSAGE_TOO_BIG, reason=f"declared SIZE {mail.size} over {limit}")
+        if mail.body == "BINARYMIME" and not self._settings.chunking:
+            return CommandError(replies.BAD_BODY_PARAMETER, reason="BINARYMIME without CHUNKING")
+        if not args.isascii() and not mail.smtputf8:  # RFC 6531 3.4
+            return CommandError(replies.SMTPUTF8_REQUIRED, reason="UTF-8 in MAIL without SMTPUTF8")
+        return mail
+
+    def _on_rcpt(self, args: str) -> Event:
+        refusal = self._refusal(Step.RCPT)
+        if refusal is not None:
+            return refusal
+        if self._recipients >= self._settings.max_recipients:  # RFC 5321 4.5.3.1.10
+            return CommandError(replies.TOO_MANY_RECIPIENTS, reason="recipient limit reached")
+        rcpt = parse_rcpt(args)
+        if not args.isascii() and not (self._mail is not None and self._mail.smtputf8):
+            return CommandError(replies.SMTPUTF8_REQUIRED, reason="UTF-8 in RCPT without SMTPUTF8")
+        return rcpt
+
+    def _on_data(self, args: str) -> Event:
+        refusal = self._refusal(Step.DATA)
+        if refusal is not None:
+            return refusal
+        if args.strip(" "):
+            return CommandError(replies.NO_ARGUMENTS_ALLOWED, reason="DATA with arguments")
+        if self._mail is not None and self._mail.body == "BINARYMIME":  # RFC 3030 3
+            return CommandError(replies.BINARYMIME_NEEDS_BDAT, reason="DATA after BODY=BINARYMIME")
+        return Data()
+
+    def _on_bdat(self, args: str) -> Event | NeedData:
+        try:
+            bdat = parse_bdat(args)
+        except RemoteProtocolError as error:
+            # The chunk's octets follow, but how many is unknown: hang up rather than read them as commands.
+            return self._closing_error(error.reply, error.reason)
+        refusal = None if self._settings.chunking else replies.NOT_IMPLEMENTED
+        refusal = refusal or SEQUENCE_ERRORS.get(self._state, {}).get(Step.BDAT)
+        self._chunk = ChunkReader(bdat.size, last=bdat.last, refusal=refusal)
+        if refusal is not None:  # RFC 3030 2: the octets are read (and dropped) before the error reply
+            return self._next_chunk_event()
+        self._enter(next_state(self._state, Step.BDAT, accepted=True))
+        return bdat
+
+    def _on_rset(self, args: str) -> Event:
+        if args.strip(" "):
+            return CommandError(replies.NO_ARGUMENTS_ALLOWED, reason="RSET with arguments")
+        return self._refusal(Step.RSET) or Rset()
+
+    def _on_noop(self, args: str) -> Event:
+        return self._refusal(Step.NOOP) or Noop()  # RFC 5321 4.1.1.9: the argument is ignored
+
+    def _on_quit(self, args: str) -> Event:
+        if args.strip(" "):
+            return CommandError(replies.NO_ARGUMENTS_ALLOWED, reason="QUIT with arguments")
+        return Quit()
+
+    def _on_vrfy(self, args: str) -> Event:
+        refusal = self._refusal(Step.VRFY)
+        if refusal is not None:
+            return refusal
+        argument = args.strip(" ")
+        if not argument:
+            return CommandError(replies.PARAMETER_SYNTAX, reason="VRFY without an argument")
+        return Vrfy(argument)
+
+    def _on_help(self, args: str) -> Event:
+        return self._refusal(Step.HELP) or Help(args.strip(" ") or None)
+
+    def _on_expn(self, args: str) -> Event:
+        return CommandError(replies.NOT_IMPLEMENTED, reason="EXPN is not offered")
+
+    def _on_starttls(self, args: str) -> Event:
+        if not self._settings.starttls:
+            return CommandError(replies.NOT_IMPLEMENTED, reason="STARTTLS is not offered")
+        if self._tls:
+            return CommandError(replies.BAD_SEQUENCE, reason="TLS is already active")
+        refusal = self._refusal(Step.STARTTLS)
+        if refusal is not None:
+            return refusal
+        if args.strip(" "):  # RFC 3207 4: 501 Syntax error (no parameters allowed)
+            return CommandError(replies.NO_ARGUMENTS_ALLOWED, reason="STARTTLS with arguments")
+        return StartTls()
+
+    def _on_auth(self, args: str) -> Event:
+        if not self._settings.auth_mechanisms:
+            return CommandError(replies.NOT_IMPLEMENTED, reason="AUTH is not offered")
+        if not self._auth_offered():  # RFC 4954 4 / RFC 3207 6: no plaintext passwords
+            return CommandError(replies.ENCRYPTION_REQUIRED, reason="AUTH before STARTTLS")
+        refusal = self._refusal(Step.AUTH)
+        if refusal is not None:
+            return refusal
+        if self._authenticated:  # RFC 4954 4: once authenticated, AUTH may not be repeated
+            return CommandError(replies.ALREADY_AUTHENTICATED, reason="AUTH after successful AUTH")
+        auth = parse_auth(args)
+        if auth.mechanism not in (mechanism.upper() for mechanism in self._settings.auth_mechanisms):
+            return CommandError(replies.AUTH_MECHANISM_UNKNOWN, reason=f"mechanism {auth.mechanism}")
+        return auth

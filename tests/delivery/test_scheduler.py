@@ -1,0 +1,133 @@
+"""Scheduler end to end: committed messages end up in Maildirs, failures wait and are retried."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from postroom.config.schema import DeliverySettings
+from postroom.delivery import Scheduler
+from postroom.mailbox import Maildirs
+from postroom.observe.log import Logger
+from postroom.queue import DueRecipient, Outcome, Queue
+
+from .conftest import FakeClock, Records, put
+
+
+def event_counter(log: Logger, event: str, target: int) -> asyncio.Event:
+    """An asyncio.Event set once ``event`` has been logged ``target`` times (from any thread)."""
+    loop = asyncio.get_running_loop()
+    reached = asyncio.Event()
+    seen = [0]
+
+    def listener(record: dict[str, object]) -> None:
+        if record["event"] == event:
+            seen[0] += 1
+            if seen[0] == target:
+                loop.call_soon_threadsafe(reached.set)
+
+    log.add_listener(listener)
+    return reached
+
+
+async def test_committed_messages_are_delivered_and_removed(
+    queue: Queue, maildirs: Maildirs, log: Logger
+) -> None:
+    count = 60
+    removed = event_counter(log, "message.removed", count)
+    scheduler = Scheduler(
+        queue=queue, maildirs=maildirs, settings=DeliverySettings(concurrency=4, poll_interval=60), log=log
+    )
+    await scheduler.start()
+    try:
+        for n in range(count):
+            await put(queue, b"Subject: %d\r\n\r\nbody\r\n" % n, f"user{n % 3}@example.test")
+        await asyncio.wait_for(removed.wait(), 20)
+    finally:
+        await scheduler.stop()
+    assert queue.message_count() == 0
+    delivered = sum(len(maildirs.for_address(f"user{i}@example.test").list()) for i in range(3))
+    assert delivered == count
+    assert not any((queue.spool_path("0" * 16).parent).iterdir())
+
+
+async def test_messages_queued_before_start_are_delivered(
+    queue: Queue, maildirs: Maildirs, log: Logger
+) -> None:
+    for _ in range(5):
+        await put(queue, b"x\r\n", "a@example.test", "b@example.test")
+    removed = event_counter(log, "message.removed", 5)
+    settings = DeliverySettings(poll_interval=60)
+    scheduler = Scheduler(queue=queue, maildirs=maildirs, settings=settings, log=log)
+    await scheduler.start()
+    try:
+        await asyncio.wait_for(removed.wait(), 20)
+    finally:
+        await scheduler.stop()
+    assert len(maildirs.for_address("b@example.test").list()) == 5
+
+
+async def test_an_unwritable_mailbox_is_deferred_then_delivered_never_lost(
+    queue: Queue, maildirs: Maildirs, log: Logger, records: Records, clock: FakeClock
+) -> None:
+    blocker = maildirs.path_for("bob@example.test")
+    blocker.parent.mkdir(parents=True)
+    blocker.write_bytes(b"a file where the maildir should be")  # root ignores chmod; this fails for root too
+    deferred = event_counter(log, "delivery.deferred", 1)
+    removed = event_counter(log, "message.removed", 1)
+    settings = DeliverySettings(poll_interval=60)
+    scheduler = Scheduler(queue=queue, maildirs=maildirs, settings=settings, log=log)
+    await scheduler.start()
+    try:
+        queue_id = await put(queue, b"keep me\r\n", "bob@example.test")
+        await asyncio.wait_for(deferred.wait(), 20)
+        assert queue.message_count() == 1
+        assert queue.spool_path(queue_id).exists()
+        blocker.unlink()
+        clock.now += 60  # the retry schedule's first interval
+        queue.wait_for_work().set()
+        await asyncio.wait_for(removed.wait(), 20)
+    finally:
+        await scheduler.stop()
+    (message,) = maildirs.for_address("bob@example.test").list()
+    assert maildirs.for_address("bob@example.test").read(message.name).endswith(b"keep me\n")
+    assert records.events("delivery.deferred")[0]["queue_id"] == queue_id
+
+
+class GatedCourier:
+    """Delivers only when the test opens the gate, so stop() meets deliveries in flight."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.gate = threading.Event()
+        self.started = threading.Semaphore(0)
+
+    def deliver(self, recipient: DueRecipient) -> Outcome:
+        self.started.release()
+        self.gate.wait(10)
+        return Outcome(recipient.queue_id, recipient.idx, "delivered")
+
+
+async def test_stop_finishes_running_deliveries_and_releases_the_rest(
+    queue: Queue, maildirs: Maildirs, log: Logger, tmp_path: Path
+) -> None:
+    for _ in range(6):
+        await put(queue, b"x\r\n", "a@example.test")
+    courier = GatedCourier()
+    scheduler = Scheduler(
+        queue=queue,
+        maildirs=maildirs,
+        settings=DeliverySettings(concurrency=2, poll_interval=60),
+        log=log,
+        courier=courier,
+    )
+    await scheduler.start()
+    for _ in range(2):  # both workers are busy; four claims wait
+        assert await asyncio.to_thread(courier.started.acquire, True, 10)
+    stopping = asyncio.create_task(scheduler.stop(grace=10))
+    await asyncio.sleep(0)
+    courier.gate.set()
+    await stopping
+    assert queue.message_count() == 4
+    assert len(queue.claim_due(limit=10)) == 4  # released: due now, not after the lease

@@ -1,0 +1,90 @@
+"""Fixtures for queue tests: a fake clock, a logger that keeps its records, a running Queue."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from postroom.config.schema import QueueSettings
+from postroom.observe.log import Logger
+from postroom.queue import Envelope, Queue, Recipient
+
+
+class FakeClock:
+    """A clock callable that only moves when told."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Records(list[dict[str, Any]]):
+    """Every log record, in order."""
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [record for record in self if record["event"] == name]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def records() -> Records:
+    return Records()
+
+
+@pytest.fixture
+def log(records: Records) -> Logger:
+    logger = Logger(stream=io.StringIO(), level="debug")
+    logger.add_listener(records.append)
+    return logger
+
+
+@pytest.fixture
+def settings() -> QueueSettings:
+    return QueueSettings(retry_schedule=(60.0, 300.0), max_lifetime=3600.0, claim_lease=600.0)
+
+
+def make_queue(tmp_path: Path, *, settings: QueueSettings, clock: FakeClock, log: Logger) -> Queue:
+    return Queue(
+        settings=settings,
+        queue_dir=tmp_path / "queue",
+        database_path=tmp_path / "postroom.db",
+        clock=clock,
+        log=log,
+    )
+
+
+@pytest.fixture
+async def queue(
+    tmp_path: Path, settings: QueueSettings, clock: FakeClock, log: Logger
+) -> AsyncIterator[Queue]:
+    q = make_queue(tmp_path, settings=settings, clock=clock, log=log)
+    await q.start()
+    yield q
+    await q.stop()
+
+
+def envelope(*mailboxes: str, sender: str = "sender@example.test") -> Envelope:
+    return Envelope(
+        sender=sender,
+        recipients=tuple(
+            Recipient(address=m, mailbox=m.lower()) for m in mailboxes or ("rcpt@example.test",)
+        ),
+        client_ip="192.0.2.1",
+        helo="client.example.test",
+    )
+
+
+async def put(queue: Queue, body: bytes = b"Subject: hi\r\n\r\nhello\r\n", *mailboxes: str) -> str:
+    writer = queue.open_spool()
+    writer.write(body)
+    return await queue.commit(writer, envelope(*mailboxes))
