@@ -48,7 +48,7 @@ def log(records: Records) -> Logger:
 @pytest.fixture
 async def queue(tmp_path: Path, clock: FakeClock, log: Logger) -> AsyncIterator[Queue]:
     q = Queue(
-        settings=QueueSettings(retry_schedule=(60.0,), max_lifetime=3600.0),
+        settings=QueueSettings(retry_schedule=(60.0,), max_lifetime=3600.0, inline_max=0),
         queue_dir=tmp_path / "queue",
         database_path=tmp_path / "postroom.db",
         clock=clock,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 from postroom.config.schema import DeliverySettings
@@ -104,15 +105,18 @@ class GatedCourier:
         self.started = threading.Semaphore(0)
 
     def deliver(self, recipient: DueRecipient) -> Outcome:
+        return self.deliver_batch([recipient])[0]
+
+    def deliver_batch(self, recipients: Sequence[DueRecipient]) -> list[Outcome]:
         self.started.release()
         self.gate.wait(10)
-        return Outcome(recipient.queue_id, recipient.idx, "delivered")
+        return [Outcome(r.queue_id, r.idx, "delivered") for r in recipients]
 
 
 async def test_stop_finishes_running_deliveries_and_releases_the_rest(
     queue: Queue, maildirs: Maildirs, log: Logger, tmp_path: Path
 ) -> None:
-    for _ in range(6):
+    for _ in range(40):  # chunks of 16, 16 and 8 for two workers
         await put(queue, b"x\r\n", "a@example.test")
     courier = GatedCourier()
     scheduler = Scheduler(
@@ -123,11 +127,11 @@ async def test_stop_finishes_running_deliveries_and_releases_the_rest(
         courier=courier,
     )
     await scheduler.start()
-    for _ in range(2):  # both workers are busy; four claims wait
+    for _ in range(2):  # both workers are busy; a chunk of eight waits
         assert await asyncio.to_thread(courier.started.acquire, True, 10)
     stopping = asyncio.create_task(scheduler.stop(grace=10))
     await asyncio.sleep(0)
     courier.gate.set()
     await stopping
-    assert queue.message_count() == 4
-    assert len(queue.claim_due(limit=10)) == 4  # released: due now, not after the lease
+    assert queue.message_count() == 8
+    assert len(queue.claim_due(limit=10)) == 8  # released: due now, not after the lease

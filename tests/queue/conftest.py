@@ -50,7 +50,8 @@ def log(records: Records) -> Logger:
 
 @pytest.fixture
 def settings() -> QueueSettings:
-    return QueueSettings(retry_schedule=(60.0, 300.0), max_lifetime=3600.0, claim_lease=600.0)
+    # inline_max=0: every body in a spool file (these tests look at the files); test_inline.py covers the rest
+    return QueueSettings(retry_schedule=(60.0, 300.0), max_lifetime=3600.0, claim_lease=600.0, inline_max=0)
 
 
 def make_queue(tmp_path: Path, *, settings: QueueSettings, clock: FakeClock, log: Logger) -> Queue:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 __all__ = ["AccountError", "Accounts", "Alias", "Mailbox", "split_address"]
 
 _MAX_ALIAS_DEPTH = 8
+_CACHE_SECONDS = 1.0  # a change by `postroom user|alias` reaches a running server within this time
+_CACHE_ENTRIES = 10_000  # bounded: a client guessing addresses cannot grow it without limit
 
 
 class AccountError(Exception):
@@ -41,10 +43,19 @@ def split_address(address: str) -> tuple[str, str]:
 class Accounts:
     """Mailboxes and aliases of the local domains, kept in the database."""
 
-    def __init__(self, *, db: sqlite3.Connection, domains: Iterable[str], plus_separator: str = "+") -> None:
+    def __init__(
+        self,
+        *,
+        db: sqlite3.Connection,
+        domains: Iterable[str],
+        plus_separator: str = "+",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._db = db
         self._domains = tuple(domain.lower().rstrip(".") for domain in domains)
         self._plus = plus_separator
+        self._clock = clock
+        self._cache: dict[tuple[str, str], tuple[float, list[str] | None]] = {}
 
     @property
     def domains(self) -> tuple[str, ...]:
@@ -60,11 +71,23 @@ class Accounts:
 
         ``domain`` "" is the bare <Postmaster> of RFC 5321 4.1.1.3 (the first local domain's).
         postmaster@ each local domain always exists (RFC 5321 4.5.1); user+tag@ falls back to user@.
+        Answers are cached for a second: one RCPT costs no database query under load.
         """
         domain = (domain or self._domains[0]).lower().rstrip(".")
         if domain not in self._domains:
             return None
         local = local_part.lower()
+        now = self._clock()
+        cached = self._cache.get((local, domain))
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        found = self._lookup(local, domain)
+        if len(self._cache) >= _CACHE_ENTRIES:
+            self._cache.clear()
+        self._cache[(local, domain)] = (now + _CACHE_SECONDS, found)
+        return found
+
+    def _lookup(self, local: str, domain: str) -> list[str] | None:
         found = self._expand(f"{local}@{domain}", 0)
         if found is None and self._plus and self._plus in local:
             found = self._expand(f"{local.split(self._plus, 1)[0]}@{domain}", 0)

@@ -176,6 +176,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("tls: cert_file and key_file must be given together")
     if not config.queue.retry_schedule or min(config.queue.retry_schedule) <= 0:
         raise ConfigError("queue.retry_schedule: needs at least one interval, each greater than 0")
+    if config.queue.inline_max < 0:
+        raise ConfigError("queue.inline_max: must be 0 (always a spool file) or more")
     if config.delivery.concurrency < 1:
         raise ConfigError("delivery.concurrency: must be at least 1")
     if not 1 <= config.delivery.smtp_port <= 65535:

@@ -91,6 +91,7 @@ class QueueSettings:
     max_lifetime: float = 5 * 24 * 3600.0
     claim_lease: float = 600.0  # a claimed recipient is retried after this if its worker died
     commit_max_batch: int = 256  # messages made durable by one group commit at most
+    inline_max: int = 131_072  # bodies up to this size are committed inside the index (no spool file)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

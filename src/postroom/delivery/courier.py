@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from postroom.queue import DueRecipient, Outcome
@@ -17,3 +18,7 @@ class Courier(Protocol):
     """
 
     def deliver(self, recipient: DueRecipient) -> Outcome: ...
+
+    def deliver_batch(self, recipients: Sequence[DueRecipient]) -> list[Outcome]:
+        """One outcome per recipient, in order; lets a courier share work (a folder fsync, a connection)."""
+        ...

@@ -29,9 +29,11 @@ from postroom.queue import DueRecipient, Outcome, Queue
 __all__ = ["Scheduler"]
 
 _T = TypeVar("_T")
+Chunk = tuple[DueRecipient, ...]
 _CLAIM_PER_WORKER = 32
-_MAX_CLAIM = 512
+_MAX_CLAIM = 256
 _RECORD_BATCH = 64
+_MAX_CHUNK = 16  # recipients handed to one worker at once (they share the Maildir folder fsync)
 
 
 class Scheduler:
@@ -56,7 +58,7 @@ class Scheduler:
         self._workers: ThreadPoolExecutor | None = None
         self._database: ThreadPoolExecutor | None = None
         self._stopping = False
-        self._in_flight: dict[asyncio.Future[Outcome], tuple[Future[Outcome], DueRecipient]] = {}
+        self._in_flight: dict[asyncio.Future[list[Outcome]], tuple[Future[list[Outcome]], Chunk]] = {}
         self.recorded = 0  # outcomes recorded since start, whatever the result (metrics, tests)
 
     async def start(self) -> None:
@@ -69,7 +71,7 @@ class Scheduler:
         """Stops claiming; waits up to ``grace`` seconds for running deliveries. Unstarted claims go back;
         deliveries still running after the bound keep their lease and are retried after it."""
         self._stopping = True
-        unstarted = [recipient for future, recipient in self._in_flight.values() if future.cancel()]
+        unstarted = [r for future, chunk in self._in_flight.values() if future.cancel() for r in chunk]
         self._queue.wait_for_work().set()
         if self._task is not None:
             try:
@@ -108,15 +110,19 @@ class Scheduler:
 
     async def _deliver(self, due: Sequence[DueRecipient]) -> None:
         assert self._workers is not None
-        for recipient in due:
-            future = self._workers.submit(self._deliver_one, recipient)
-            self._in_flight[asyncio.wrap_future(future)] = (future, recipient)
-        waiting: set[asyncio.Future[Outcome]] = set(self._in_flight)
+        size = max(1, min(_MAX_CHUNK, -(-len(due) // self._concurrency)))
+        for start in range(0, len(due), size):
+            chunk = tuple(due[start : start + size])
+            submitted = self._workers.submit(self._deliver_chunk, chunk)
+            self._in_flight[asyncio.wrap_future(submitted)] = (submitted, chunk)
+        waiting: set[asyncio.Future[list[Outcome]]] = set(self._in_flight)
         outcomes: list[Outcome] = []
         try:
             while waiting:
                 done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                outcomes.extend(f.result() for f in done if not f.cancelled())  # cancelled: see stop()
+                for future in done:
+                    if not future.cancelled():  # cancelled: see stop()
+                        outcomes.extend(future.result())
                 if len(outcomes) >= _RECORD_BATCH or not waiting:
                     batch, outcomes = outcomes, []
                     await self._record(batch)
@@ -128,12 +134,12 @@ class Scheduler:
             await self._in_database(partial(self._queue.record, outcomes))
             self.recorded += len(outcomes)
 
-    def _deliver_one(self, recipient: DueRecipient) -> Outcome:
+    def _deliver_chunk(self, chunk: Chunk) -> list[Outcome]:
         try:
-            return self._courier.deliver(recipient)
-        except Exception as exc:  # a courier bug: keep the message, say so loudly
-            self._log.failure("delivery.courier_error", exc, queue_id=recipient.queue_id)
-            return failed(recipient, exc)
+            return self._courier.deliver_batch(chunk)
+        except Exception as exc:  # a courier bug: keep the messages, say so loudly
+            self._log.failure("delivery.courier_error", exc, queue_id=chunk[0].queue_id)
+            return [failed(recipient, exc) for recipient in chunk]
 
     async def _in_database(self, call: Callable[[], _T]) -> _T:
         assert self._database is not None

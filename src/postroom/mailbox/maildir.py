@@ -96,11 +96,12 @@ class Maildir:
         for sub in ("cur", "new", "tmp"):
             (self.path / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
 
-    def deliver(self, source: BinaryIO | Path, *, prefix_headers: bytes = b"") -> str:
+    def deliver(self, source: BinaryIO | Path, *, prefix_headers: bytes = b"", sync_new: bool = True) -> str:
         """Writes ``prefix_headers`` + the message to tmp/, fsyncs, renames into new/, fsyncs new/.
 
         Returns the file name in new/. When this returns the message is on disk; on any error the tmp
-        file is gone and the OSError propagates.
+        file is gone and the OSError propagates. ``sync_new=False`` leaves the fsync of new/ to the caller
+        (``sync_new_folder``), so that a batch of deliveries into one Maildir shares it.
         """
         unique = self._unique_name()
         tmp = self.path / "tmp" / unique
@@ -120,8 +121,13 @@ class Maildir:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _sync_directory(self.path / "new")
+        if sync_new:
+            self.sync_new_folder()
         return name
+
+    def sync_new_folder(self) -> None:
+        """Makes the renames into new/ durable."""
+        _sync_directory(self.path / "new")
 
     def list(self) -> builtins.list[MaildirMessage]:
         """Messages in new/ and cur/, sorted by name (roughly arrival order)."""
@@ -192,6 +198,7 @@ class Maildirs:
         self.root = root
         self._clock = clock
         self._hostname = hostname if hostname is not None else socket.gethostname()
+        self._created: set[Path] = set()  # folders known to exist: no mkdir calls on every delivery
 
     def path_for(self, address: str) -> Path:
         local, at, domain = address.rpartition("@")
@@ -201,6 +208,9 @@ class Maildirs:
 
     def for_address(self, address: str) -> Maildir:
         """The mailbox of "user@domain", its folders created if missing."""
-        maildir = Maildir(path=self.path_for(address), hostname=self._hostname, clock=self._clock)
-        maildir.create()
+        path = self.path_for(address)
+        maildir = Maildir(path=path, hostname=self._hostname, clock=self._clock)
+        if path not in self._created:  # removed by hand later? deliver() makes the folders again
+            maildir.create()
+            self._created.add(path)
         return maildir

@@ -2,11 +2,12 @@
 SQLite transaction per batch, then wakes each waiting session.
 
 Theory of operation: sessions put (writer, message, future) on an inbox and await the future. The worker
-takes everything waiting (up to ``max_batch``), fdatasyncs each spool file and renames it into ``spool/``
-(in a small thread pool when the batch is large: on this kind of disk parallel fdatasyncs overlap), fsyncs
-``spool/`` once, inserts all index rows in one transaction (one WAL fsync), and only then resolves the
-futures on their event loop. While it works, the next batch gathers, so the batch size follows the load.
-A message that fails is removed and its future gets QueueError; nothing was acknowledged for it.
+takes everything waiting (up to ``max_batch``). Messages that spilled to a spool file are fdatasynced and
+renamed into ``spool/`` (in a small thread pool when there are many: parallel fdatasyncs overlap), then
+``spool/`` is fsynced once. All index rows, with the bodies of the small (inline) messages, go in one
+transaction (one WAL fsync), and only then are the futures resolved on their event loop. While it works,
+the next batch gathers, so the batch size follows the load. A message that fails is removed and its
+future gets QueueError; nothing was acknowledged for it.
 """
 
 from __future__ import annotations
@@ -124,10 +125,13 @@ class GroupCommitter:
 
     def _commit_batch(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()
-        durable, failed = self._make_files_durable(batch)
+        spilled = [p for p in batch if p.writer.spilled]
+        durable, failed = self._make_files_durable(spilled) if spilled else ([], [])
+        durable.extend(p for p in batch if not p.writer.spilled)  # inline: durable with the index rows
         if durable:
             try:
-                self._spool.sync()
+                if spilled:
+                    self._spool.sync()
                 self._index.insert([p.message for p in durable])
             except (OSError, sqlite3.Error) as exc:
                 for pending in durable:

@@ -27,6 +27,7 @@ class NewMessage:
     envelope: Envelope
     size: int
     received_at: float
+    body: bytes | None = None  # inline body (small messages); None: the body is in spool/<queue_id>
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,9 +71,18 @@ class Index:
     def insert(self, messages: Sequence[NewMessage]) -> None:
         """All rows of all messages in one transaction: one WAL fsync for the whole batch."""
         message_rows = [
-            (m.queue_id, m.envelope.sender, m.size, m.received_at, m.envelope.client_ip, m.envelope.helo)
+            (
+                m.queue_id,
+                m.envelope.sender,
+                m.size,
+                m.received_at,
+                m.envelope.client_ip,
+                m.envelope.helo,
+                int(m.body is None),
+            )
             for m in messages
         ]
+        body_rows = [(m.queue_id, m.body) for m in messages if m.body is not None]
         recipient_rows = [
             (m.queue_id, idx, rcpt.address, rcpt.mailbox, m.received_at)
             for m in messages
@@ -80,10 +90,11 @@ class Index:
         ]
         with transaction(self._conn) as conn:
             conn.executemany(
-                "INSERT INTO messages (id, sender, size, received_at, client_ip, helo)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO messages (id, sender, size, received_at, client_ip, helo, spooled)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 message_rows,
             )
+            conn.executemany("INSERT INTO bodies (message_id, data) VALUES (?, ?)", body_rows)
             conn.executemany(
                 "INSERT INTO recipients (message_id, idx, address, mailbox, next_attempt_at)"
                 " VALUES (?, ?, ?, ?, ?)",
@@ -94,8 +105,9 @@ class Index:
         """Due recipients, oldest first; their next attempt moves to ``lease_until`` before returning."""
         with transaction(self._conn) as conn:
             rows = conn.execute(
-                "SELECT r.message_id, r.idx, r.address, r.mailbox, m.sender, r.attempts + 1, m.received_at"
-                " FROM recipients r JOIN messages m ON m.id = r.message_id"
+                "SELECT r.message_id, r.idx, r.address, r.mailbox, m.sender, r.attempts + 1, m.received_at,"
+                " b.data FROM recipients r JOIN messages m ON m.id = r.message_id"
+                " LEFT JOIN bodies b ON b.message_id = r.message_id"
                 " WHERE r.state = 'queued' AND r.next_attempt_at <= ? AND m.status = 'active'"
                 " ORDER BY r.next_attempt_at LIMIT ?",
                 (now, limit),
@@ -123,11 +135,12 @@ class Index:
         now: float,
         settings: QueueSettings,
         random: Callable[[], float] | None = None,
-    ) -> tuple[list[Recorded], list[str]]:
+    ) -> tuple[list[Recorded], list[tuple[str, bool]]]:
         """Applies outcomes in one transaction; deletes messages left with no queued recipient.
 
-        Returns what each outcome became and the ids of the deleted messages (their spool files are the
-        caller's to unlink, after this commit). Outcomes for recipients no longer queued are ignored.
+        Returns what each outcome became and the deleted messages as (queue id, has a spool file): the
+        files are the caller's to unlink, after this commit. Outcomes for recipients no longer queued are
+        ignored.
         """
         recorded: list[Recorded] = []
         touched: dict[str, None] = {}
@@ -137,7 +150,7 @@ class Index:
                 if done is not None:
                     recorded.append(done)
                     touched[outcome.queue_id] = None
-            removed = [queue_id for queue_id in touched if self._remove_if_done(conn, queue_id)]
+            removed = [gone for queue_id in touched if (gone := self._remove_if_done(conn, queue_id))]
         return recorded, removed
 
     def _record_one(
@@ -187,11 +200,13 @@ class Index:
         return Recorded(outcome.queue_id, address, "deferred", attempts, detail, retry_at)
 
     @staticmethod
-    def _remove_if_done(conn: sqlite3.Connection, queue_id: str) -> bool:
+    def _remove_if_done(conn: sqlite3.Connection, queue_id: str) -> tuple[str, bool] | None:
+        """Deletes the message (its recipients and inline body go with it) when no recipient is queued;
+        returns (queue id, whether it has a spool file to unlink)."""
         pending = conn.execute(
             "SELECT 1 FROM recipients WHERE message_id = ? AND state = 'queued' LIMIT 1", (queue_id,)
         ).fetchone()
         if pending is not None:
-            return False
-        conn.execute("DELETE FROM messages WHERE id = ?", (queue_id,))
-        return True
+            return None
+        row = conn.execute("DELETE FROM messages WHERE id = ? RETURNING spooled", (queue_id,)).fetchone()
+        return None if row is None else (queue_id, bool(row[0]))

@@ -52,6 +52,7 @@ class DueRecipient:
     sender: str
     attempts: int
     received_at: float
+    body: bytes | None = None  # the message itself when it is small enough to live in the index
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,7 +72,9 @@ class Queue:
         sole_owner = self._spool.acquire()
         commit_conn = open_database(self._database_path)
         try:
-            self._conn = open_database(self._database_path)
+            # Claims and outcomes: losing the last of them in a power cut means a delivery is made once
+            # more, never that a message is lost; so they need not wait for the disk (see open_database).
+            self._conn = open_database(self._database_path, durable=False)
             known = Index(commit_conn).known_ids()
             report = self._spool.recover(known, sole_owner=sole_owner)
         except BaseException:
@@ -111,7 +113,7 @@ class Queue:
 
     def open_spool(self) -> SpoolWriter:
         """A writer for one incoming message. Raises QueueError when no spool file can be created."""
-        return self._spool.open_writer()
+        return self._spool.open_writer(inline_max=self._settings.inline_max)
 
     async def commit(self, writer: SpoolWriter, envelope: Envelope) -> str:
         """Returns the queue id once the file, its directory entry and the index rows are all on disk.
@@ -122,7 +124,7 @@ class Queue:
             writer.abort()
             raise QueueError("the queue is not running")
         writer.seal()
-        message = NewMessage(writer.queue_id, envelope, writer.size, self._clock())
+        message = NewMessage(writer.queue_id, envelope, writer.size, self._clock(), writer.inline_body)
         try:
             future = self._committer.submit(writer, message)
         except QueueError:
@@ -163,8 +165,9 @@ class Queue:
             )
         for item in recorded:
             self._log_recorded(item)
-        for queue_id in removed:
-            self._spool.path(queue_id).unlink(missing_ok=True)
+        for queue_id, has_file in removed:
+            if has_file:
+                self._spool.path(queue_id).unlink(missing_ok=True)
             self._log.info("message.removed", queue_id=queue_id)
 
     def _log_recorded(self, item: Recorded) -> None:

@@ -1,7 +1,8 @@
 """Spool files: queue ids, writing one message's bytes to disk, making them durable, and start-up recovery.
 
-Layout under ``queue_dir``: ``incoming/<id>`` while a message arrives, ``spool/<id>`` once committed (the
-rename happens inside the group commit, before the one fsync of ``spool/``). A file in ``spool/`` counts only
+Small messages never get a file: their bytes go into the index transaction (see SpoolWriter). Larger ones:
+``incoming/<id>`` while a message arrives, ``spool/<id>`` once committed (the rename happens inside the
+group commit, before the one fsync of ``spool/``). A file in ``spool/`` counts only
 when the index has its row: the index is written after the file is durable, so recovery may delete any file
 the index does not know. No SQL here (see index.py) and no batching (see commit.py).
 """
@@ -43,32 +44,64 @@ def sync_directory(path: Path) -> None:
 
 
 class SpoolWriter:
-    """One incoming message streaming to ``incoming/<queue_id>``; made by ``Queue.open_spool()``.
+    """One incoming message; made by ``Queue.open_spool()``.
 
-    ``write`` buffers (64 KiB) and never raises for I/O: a failed write discards the file and remembers the
-    error, and the commit then raises QueueError, so a session answers at end of data as RFC 5321 expects.
+    Small messages stay in memory (at most ``inline_max`` bytes) and are committed inside the index
+    transaction itself, so one fsync makes a whole batch of them durable. A message that grows past
+    ``inline_max`` spills to ``incoming/<queue_id>`` and streams there from then on: memory per session stays
+    bounded whatever the message size.
+
+    ``write`` never raises for I/O: a failed write discards the file and remembers the error, and the
+    commit then raises QueueError, so a session answers at end of data as RFC 5321 expects.
     """
 
-    def __init__(self, *, queue_id: str, path: Path, file: BinaryIO) -> None:
+    def __init__(self, *, queue_id: str, incoming_dir: Path, inline_max: int) -> None:
         self.queue_id = queue_id
         self.size = 0
-        self._path = path
-        self._file: BinaryIO | None = file
+        self._incoming_dir = incoming_dir
+        self._inline_max = inline_max
+        self._buffer = bytearray()
+        self._path: Path | None = None
+        self._file: BinaryIO | None = None
         self._error: OSError | None = None
         self._sealed = False  # handed to the commit: no more writes
+
+    @property
+    def inline_body(self) -> bytes | None:
+        """The whole message when it never left memory, else None (it is in a spool file)."""
+        if self._path is not None or self._error is not None:
+            return None
+        return bytes(self._buffer)
 
     def write(self, data: bytes) -> None:
         if self._sealed:
             raise RuntimeError(f"spool {self.queue_id} is being committed or was aborted")
-        if self._file is None:
+        if self._error is not None:
             return  # failed earlier; the commit will say so
+        self.size += len(data)
+        if self._file is None:
+            self._buffer += data
+            if len(self._buffer) > self._inline_max:
+                self._spill()
+            return
         try:
             self._file.write(data)
         except OSError as exc:
-            self._error = exc
-            self._discard()
-            return
-        self.size += len(data)
+            self._fail(exc)
+
+    def _spill(self) -> None:
+        path = self._incoming_dir / self.queue_id
+        try:
+            self._file = open(path, "xb", buffering=_BUFFER)  # noqa: SIM115 - the writer owns and closes it
+            self._path = path
+            self._file.write(self._buffer)
+        except OSError as exc:
+            self._fail(exc)
+        self._buffer = bytearray()
+
+    def _fail(self, exc: OSError) -> None:
+        self._error = exc
+        self._discard()
 
     def abort(self) -> None:
         """Discards the message (closes and unlinks the file). Safe to call twice or after a failed commit."""
@@ -82,10 +115,16 @@ class SpoolWriter:
         if self._sealed:
             raise RuntimeError(f"spool {self.queue_id} was already committed or aborted")
         self._sealed = True
+        if self._error is not None:
+            raise QueueError(f"writing spool file {self.queue_id} failed: {self._error}")
+
+    @property
+    def spilled(self) -> bool:
+        return self._path is not None
 
     def make_durable(self, final_path: Path) -> None:
         """Flushes, fdatasyncs, closes, renames into ``spool/``. The caller fsyncs ``spool/`` afterwards."""
-        if self._error is not None or self._file is None:
+        if self._error is not None or self._file is None or self._path is None:
             raise QueueError(f"writing spool file {self.queue_id} failed: {self._error}")
         file = self._file
         try:
@@ -102,11 +141,13 @@ class SpoolWriter:
         self._discard()
 
     def _discard(self) -> None:
+        self._buffer = bytearray()
         if self._file is not None:
             file, self._file = self._file, None
             with contextlib.suppress(OSError):  # close flushes: on a full disk it fails; the file goes anyway
                 file.close()
-        self._path.unlink(missing_ok=True)
+        if self._path is not None:
+            self._path.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,18 +181,11 @@ class Spool:
             self._last_micros = micros
         return f"{micros:013x}{secrets.randbelow(4096):03x}"
 
-    def open_writer(self) -> SpoolWriter:
-        for _ in range(8):  # ids are unique here; O_EXCL guards against another process on the same dir
-            queue_id = self.new_queue_id()
-            path = self.incoming_dir / queue_id
-            try:
-                file = open(path, "xb", buffering=_BUFFER)  # noqa: SIM115 - the writer owns and closes it
-            except FileExistsError:
-                continue
-            except OSError as exc:
-                raise QueueError(f"cannot create a spool file: {exc}") from exc
-            return SpoolWriter(queue_id=queue_id, path=path, file=file)
-        raise QueueError("cannot find an unused queue id")
+    def open_writer(self, *, inline_max: int) -> SpoolWriter:
+        """A writer under a fresh queue id (its file, if it needs one, is made with O_EXCL)."""
+        return SpoolWriter(
+            queue_id=self.new_queue_id(), incoming_dir=self.incoming_dir, inline_max=inline_max
+        )
 
     def path(self, queue_id: str) -> Path:
         if not _QUEUE_ID.fullmatch(queue_id):

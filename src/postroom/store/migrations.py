@@ -43,4 +43,14 @@ CREATE TABLE recipients (
 CREATE INDEX recipients_due ON recipients (state, next_attempt_at);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)
+# Small messages keep their body in the index (committed with their rows: one fsync for a whole batch);
+# ``spooled`` says whether a message has a spool file to remove when it leaves the queue.
+_V2 = """
+ALTER TABLE messages ADD COLUMN spooled INTEGER NOT NULL DEFAULT 1;
+CREATE TABLE bodies (
+    message_id TEXT PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+    data       BLOB NOT NULL
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)

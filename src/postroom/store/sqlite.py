@@ -19,12 +19,15 @@ class SchemaTooNewError(sqlite3.DatabaseError):
     """The database was written by a newer postroom; refusing to guess what its schema means."""
 
 
-def open_database(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+def open_database(path: Path, *, readonly: bool = False, durable: bool = True) -> sqlite3.Connection:
     """A connection in autocommit mode (callers write ``BEGIN IMMEDIATE`` ... ``COMMIT`` themselves).
 
     Writers get WAL, ``synchronous=FULL`` (a returned COMMIT is on disk) and the schema migrated to the
     latest version. ``check_same_thread`` is off: a connection may be handed to the one worker thread that
     owns it, or shared behind a lock; never use it from two threads at once.
+
+    ``durable=False`` (``synchronous=NORMAL``) is for writes that may be lost in a power cut without harm:
+    a lost delivery record means one more delivery, never a lost message. The database stays consistent.
     """
     if readonly:
         uri = f"{path.resolve().as_uri()}?mode=ro"
@@ -37,7 +40,7 @@ def open_database(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
         conn.execute("PRAGMA foreign_keys = ON")
         if not readonly:
             conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
             migrate(conn)
     except BaseException:
         conn.close()
