@@ -11,10 +11,10 @@ from __future__ import annotations
 import builtins
 import contextlib
 import os
-import secrets
+import itertools
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -87,10 +87,18 @@ class MaildirMessage:
 class Maildir:
     """One Maildir folder (cur/ new/ tmp/)."""
 
-    def __init__(self, *, path: Path, hostname: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        path: Path,
+        hostname: str,
+        clock: Callable[[], float] = time.time,
+        counter: Iterator[int] | None = None,
+    ) -> None:
         self.path = path
         self._hostname = _safe_hostname(hostname)
         self._clock = clock
+        self._counter = counter if counter is not None else itertools.count()
 
     def create(self) -> None:
         for sub in ("cur", "new", "tmp"):
@@ -170,7 +178,9 @@ class Maildir:
         now = self._clock()
         seconds = int(now)
         micros = int((now - seconds) * 1_000_000)
-        return f"{seconds}.M{micros}P{os.getpid()}R{secrets.token_hex(8)}.{self._hostname}"
+        # Maildir's own recipe: time, microseconds, pid and a per-process delivery counter (Q) make the name
+        # unique on this host; O_EXCL on tmp/ catches the impossible rest.
+        return f"{seconds}.M{micros}P{os.getpid()}Q{next(self._counter)}.{self._hostname}"
 
     @staticmethod
     def _copy(source: BinaryIO | Path, out: BinaryIO, prefix: bytes) -> int:
@@ -199,6 +209,7 @@ class Maildirs:
         self._clock = clock
         self._hostname = hostname if hostname is not None else socket.gethostname()
         self._created: set[Path] = set()  # folders known to exist: no mkdir calls on every delivery
+        self._counter = itertools.count()  # shared by all its Maildirs: names stay unique per process
 
     def path_for(self, address: str) -> Path:
         local, at, domain = address.rpartition("@")
@@ -209,7 +220,7 @@ class Maildirs:
     def for_address(self, address: str) -> Maildir:
         """The mailbox of "user@domain", its folders created if missing."""
         path = self.path_for(address)
-        maildir = Maildir(path=path, hostname=self._hostname, clock=self._clock)
+        maildir = Maildir(path=path, hostname=self._hostname, clock=self._clock, counter=self._counter)
         if path not in self._created:  # removed by hand later? deliver() makes the folders again
             maildir.create()
             self._created.add(path)
