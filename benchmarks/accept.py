@@ -588,7 +588,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="SECTION.KEY=TOML",
-        help="extra postroom config, e.g. --set smtp.reuse_port_workers=2 (repeatable)",
+        help="extra postroom config, e.g. --set queue.inline_max=0 (repeatable)",
     )
     parser.add_argument("--postroom-cmd", help="command that runs postroom (default: the project's .venv)")
     parser.add_argument("--json", type=Path, help="write every run and the medians here")

@@ -91,7 +91,7 @@ class App:
         )
         listener = SmtpListener(name="smtp", addresses=smtp.listen, services=services)
         self.listeners.append(listener)
-        await listener.start(reuse_port=smtp.reuse_port_workers > 1)
+        await listener.start()
         await self.scheduler.start()
         self.log.info("server.started", smtp=" ".join(f"{h}:{p}" for h, p in listener.bound))
 

@@ -163,7 +163,7 @@ def _validate(config: Config) -> None:
     for name in ("command_timeout", "data_timeout", "shutdown_grace"):
         if getattr(smtp, name) <= 0:
             raise ConfigError(f"smtp.{name}: must be greater than 0")
-    for name in ("max_connections", "max_connections_per_ip", "max_errors", "reuse_port_workers"):
+    for name in ("max_connections", "max_connections_per_ip", "max_errors"):
         if getattr(smtp, name) < 1:
             raise ConfigError(f"smtp.{name}: must be at least 1")
     if smtp.max_recipients < 100:

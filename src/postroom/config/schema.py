@@ -49,7 +49,6 @@ class SmtpSettings:
     long_lines: Literal["reject", "accept"] = "reject"  # text lines over 1000 octets (RFC 5321 4.5.3.1.6)
     bare_line_endings: Literal["reject", "normalize"] = "reject"  # bare CR or LF in DATA
     shutdown_grace: float = 10.0  # seconds sessions may finish on SIGTERM
-    reuse_port_workers: int = 1  # processes sharing the listeners (SO_REUSEPORT)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,7 +90,7 @@ class QueueSettings:
     max_lifetime: float = 5 * 24 * 3600.0
     claim_lease: float = 600.0  # a claimed recipient is retried after this if its worker died
     commit_max_batch: int = 256  # messages made durable by one group commit at most
-    inline_max: int = 131_072  # bodies up to this size are committed inside the index (no spool file)
+    inline_max: int = 32_768  # bodies up to this size are committed inside the index (no spool file)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -4,16 +4,16 @@ This module asks questions and maps every failure to one small tree of errors; i
 answer means for mail (MX ordering, null MX and implicit MX live in mx.py) and it does not validate DNSSEC.
 
 Names go out as absolute names: Unicode domains (RFC 6531) are IDNA-encoded by dnspython, and no search list
-from resolv.conf is ever applied. Names come back as lower-case A-labels without the final dot ("." is the root).
+from resolv.conf is ever applied. Names come back as lower-case A-labels without the final dot ("." is the
+root).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import dns.asyncresolver
 import dns.exception
@@ -33,9 +33,8 @@ __all__ = [
     "Resolver",
     "TemporaryDnsError",
     "TlsaRecord",
+    "ascii_name",
 ]
-
-_T = TypeVar("_T")
 
 
 class DnsError(Exception):
@@ -107,6 +106,15 @@ class Resolver(Protocol):
         ...
 
 
+def ascii_name(name: str) -> str:
+    """``name`` as the resolver sends it: a lower-case A-label without the final dot ("bücher.example" ->
+    "xn--bcher-kva.example"). Raises ValueError for a name that cannot exist."""
+    try:
+        return _name_text(dns.name.from_text(name))
+    except dns.exception.DNSException as exc:
+        raise ValueError(f"not a valid domain name: {name!r} ({exc})") from exc
+
+
 def _name_text(name: dns.name.Name) -> str:
     return name.to_text(omit_final_dot=True).lower()
 
@@ -140,7 +148,9 @@ class DnsResolver:
         return [MxRecord(rdata.preference, _name_text(rdata.exchange)) for rdata in rdatas]
 
     async def addresses(self, host: str) -> list[str]:
-        found = await asyncio.gather(self._addresses_or_error(host, "A"), self._addresses_or_error(host, "AAAA"))
+        found = await asyncio.gather(
+            self._addresses_or_error(host, "A"), self._addresses_or_error(host, "AAAA")
+        )
         addresses = [address for result in found if isinstance(result, list) for address in result]
         if addresses:
             # One family answering is enough to try delivery; the other's failure is not the domain's answer.
@@ -173,32 +183,32 @@ class DnsResolver:
             return error
         return [str(ipaddress.ip_address(rdata.address)) for rdata in rdatas]
 
-    async def _query(self, name: str, rdtype: str) -> Sequence[Any]:
-        """Ask for ``rdtype`` at ``name``; the answer's rdatas, or a DnsError (never a dnspython error)."""
-        return await _mapping_errors(name, rdtype, lambda: self._resolve(name, rdtype))
-
-    async def _resolve(self, name: str, rdtype: str) -> Sequence[Any]:
-        qname = dns.name.from_text(name)  # absolute (relative to the root); IDNA-encodes Unicode
-        answer = await self._resolver.resolve(qname, dns.rdatatype.from_text(rdtype), search=False)
+    async def _query(self, name: str, rdtype: str) -> list[Any]:
+        """Ask for ``rdtype`` at ``name``: the answer's rdatas, or a DnsError (never a dnspython error)."""
+        try:
+            qname = dns.name.from_text(name)  # absolute (relative to the root); IDNA-encodes Unicode
+            answer = await self._resolver.resolve(qname, dns.rdatatype.from_text(rdtype), search=False)
+        except dns.exception.DNSException as exc:
+            raise _dns_error(exc, name, rdtype) from exc
         return list(answer)
 
 
-async def _mapping_errors(name: str, rdtype: str, lookup: Callable[[], Awaitable[_T]]) -> _T:
-    """Run ``lookup`` and turn dnspython's exceptions into the DnsError tree; the one place that does."""
-    try:
-        return await lookup()
-    except dns.resolver.NXDOMAIN as exc:
-        raise NoRecords(name, rdtype, "no such domain (NXDOMAIN)", nxdomain=True) from exc
-    except dns.resolver.NoAnswer as exc:
-        raise NoRecords(name, rdtype, "no records of this type (NODATA)", nxdomain=False) from exc
-    except dns.resolver.YXDOMAIN as exc:
-        raise NoRecords(name, rdtype, "name too long after DNAME substitution", nxdomain=True) from exc
-    except (dns.name.EmptyLabel, dns.name.LabelTooLong, dns.name.NameTooLong, dns.name.IDNAException) as exc:
-        raise NoRecords(name, rdtype, f"not a valid domain name ({exc})", nxdomain=True) from exc
-    except dns.exception.Timeout as exc:
-        raise TemporaryDnsError(name, rdtype, "timed out") from exc
-    except dns.resolver.NoNameservers as exc:
-        raise TemporaryDnsError(name, rdtype, "no nameserver answered (SERVFAIL, REFUSED or unreachable)") from exc
-    except dns.exception.DNSException as exc:
-        # A malformed or unexpected answer: nothing the domain told us for sure, so ask again later.
-        raise TemporaryDnsError(name, rdtype, f"bad answer ({type(exc).__name__})") from exc
+def _dns_error(exc: dns.exception.DNSException, name: str, rdtype: str) -> DnsError:
+    """The one place that turns dnspython's exceptions into the DnsError tree."""
+    if isinstance(exc, dns.resolver.NXDOMAIN):
+        return NoRecords(name, rdtype, "no such domain (NXDOMAIN)", nxdomain=True)
+    if isinstance(exc, dns.resolver.NoAnswer):
+        return NoRecords(name, rdtype, "no records of this type (NODATA)", nxdomain=False)
+    if isinstance(exc, dns.resolver.YXDOMAIN):
+        return NoRecords(name, rdtype, "name too long after DNAME substitution", nxdomain=True)
+    if isinstance(exc, _INVALID_NAME):
+        return NoRecords(name, rdtype, f"not a valid domain name ({exc})", nxdomain=True)
+    if isinstance(exc, dns.exception.Timeout):
+        return TemporaryDnsError(name, rdtype, "timed out")
+    if isinstance(exc, dns.resolver.NoNameservers):
+        return TemporaryDnsError(name, rdtype, "no nameserver answered (SERVFAIL, REFUSED or unreachable)")
+    # A malformed or unexpected answer: nothing the domain told us for sure, so ask again later.
+    return TemporaryDnsError(name, rdtype, f"bad answer ({type(exc).__name__})")
+
+
+_INVALID_NAME = (dns.name.EmptyLabel, dns.name.LabelTooLong, dns.name.NameTooLong, dns.name.IDNAException)

@@ -29,7 +29,7 @@ class SmtpListener:
     def session_count(self) -> int:
         return len(self._sessions)
 
-    async def start(self, *, reuse_port: bool = False) -> list[tuple[str, int]]:
+    async def start(self) -> list[tuple[str, int]]:
         """Bind every address; returns the bound (host, port) pairs (real ports when 0 was asked for)."""
         loop = asyncio.get_running_loop()
         for address in self._addresses:
@@ -38,7 +38,6 @@ class SmtpListener:
                 host=address.host,
                 port=address.port,
                 reuse_address=True,
-                reuse_port=reuse_port or None,
                 backlog=1024,
                 family=socket.AF_INET6 if ":" in address.host else socket.AF_INET,
             )
