@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import add_accounts
-from tests.helpers.server import maildir_messages, make_config, serve_process, wait_for
+from tests.helpers.server import maildir_messages, serve_process, wait_for, write_config
 
 MESSAGES = 1000
 SENDERS = 8
@@ -68,14 +68,8 @@ def _ids_in_maildir(paths: list[Path]) -> Counter[str]:
 
 @pytest.mark.slow
 def test_kill_9_mid_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
-    config = make_config(tmp_path)
+    config, config_file = write_config(tmp_path, queue={"claim_lease": 2}, log={"level": "warning"})
     add_accounts(config)
-    config_file = tmp_path / "postroom.toml"
-    config_file.write_text(
-        f'hostname = "mx.postroom.test"\ndata_dir = "{config.data_dir}"\n'
-        '[smtp]\nlisten = "127.0.0.1:0"\n[local]\ndomains = ["postroom.test", "other.test"]\n'
-        '[delivery]\npoll_interval = 0.2\n[queue]\nclaim_lease = 2\n[log]\nlevel = "warning"\n'
-    )
     load = Load()
     threads = [threading.Thread(target=load.run, daemon=True) for _ in range(SENDERS)]
     with serve_process(config_file) as first:

@@ -11,7 +11,7 @@ import pytest
 
 from postroom.config import Config
 from tests.e2e.conftest import add_accounts
-from tests.helpers.server import ServerThread, maildir_messages, make_config, serve_process, wait_for
+from tests.helpers.server import ServerThread, maildir_messages, serve_process, wait_for, write_config
 from tests.helpers.transcript import Transcript
 
 
@@ -23,14 +23,8 @@ def _peak_rss_kib(pid: int) -> int:
 
 
 def test_50_mb_message_streams_through_in_bounded_memory(tmp_path: Path) -> None:
-    config = make_config(tmp_path, smtp={"max_message_size": 60_000_000})
+    config, config_file = write_config(tmp_path, smtp={"max_message_size": 60_000_000})
     add_accounts(config)
-    config_file = tmp_path / "postroom.toml"
-    config_file.write_text(
-        f'hostname = "mx.postroom.test"\ndata_dir = "{config.data_dir}"\n'
-        '[smtp]\nlisten = "127.0.0.1:0"\nmax_message_size = 60000000\n'
-        '[local]\ndomains = ["postroom.test", "other.test"]\n'
-    )
     line = b"z" * 76 + b"\r\n"
     block = line * 13_000  # ~1 MB
     with serve_process(config_file) as served:

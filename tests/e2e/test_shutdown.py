@@ -7,19 +7,13 @@ import time
 from pathlib import Path
 
 from tests.e2e.conftest import add_accounts
-from tests.helpers.server import maildir_messages, make_config, serve_process, wait_for
+from tests.helpers.server import maildir_messages, serve_process, wait_for, write_config
 from tests.helpers.transcript import Transcript
 
 
 def test_sigterm_lets_the_open_transaction_finish(tmp_path: Path) -> None:
-    config = make_config(tmp_path)
+    config, config_file = write_config(tmp_path, smtp={"shutdown_grace": 10})
     add_accounts(config)
-    config_file = tmp_path / "postroom.toml"
-    config_file.write_text(
-        f'hostname = "mx.postroom.test"\ndata_dir = "{config.data_dir}"\n'
-        '[smtp]\nlisten = "127.0.0.1:0"\nshutdown_grace = 10\n'
-        '[local]\ndomains = ["postroom.test"]\n'
-    )
     with serve_process(config_file) as served:
         idle = Transcript(served.address)
         idle.expect("220 *")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import signal
 import subprocess
@@ -21,8 +22,7 @@ from postroom.config import Config, parse_config
 from postroom.observe.log import Logger
 
 
-def make_config(tmp_path: Path, **sections: Any) -> Config:
-    """A Config for tests: loopback, port 0, data under tmp_path. ``smtp={"max_errors": 3}`` etc."""
+def _config_data(tmp_path: Path, sections: dict[str, Any]) -> dict[str, Any]:
     data: dict[str, Any] = {
         "hostname": "mx.postroom.test",
         "data_dir": str(tmp_path / "data"),
@@ -36,7 +36,35 @@ def make_config(tmp_path: Path, **sections: Any) -> Config:
             data.setdefault(name, {}).update(values)
         else:
             data[name] = values
-    return parse_config(data)
+    return data
+
+
+def make_config(tmp_path: Path, **sections: Any) -> Config:
+    """A Config for tests: loopback, port 0, data under tmp_path. ``smtp={"max_errors": 3}`` etc."""
+    return parse_config(_config_data(tmp_path, sections))
+
+
+def write_config(tmp_path: Path, **sections: Any) -> tuple[Config, Path]:
+    """The same Config as make_config, also written as a TOML file for `postroom serve -c`."""
+    data = _config_data(tmp_path, sections)
+    lines = [f"{key} = {_toml_value(value)}" for key, value in data.items() if not isinstance(value, dict)]
+    for name, table in data.items():
+        if isinstance(table, dict):
+            lines.append(f"[{name}]")
+            lines.extend(f"{key} = {_toml_value(value)}" for key, value in table.items())
+    path = tmp_path / "postroom.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return parse_config(data), path
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    return repr(value)
 
 
 @dataclass

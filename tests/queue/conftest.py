@@ -2,50 +2,17 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from tests.helpers.fakes import FakeClock, Records
 
 from postroom.config.schema import QueueSettings
 from postroom.observe.log import Logger
 from postroom.queue import Envelope, Queue, Recipient
 
-
-class FakeClock:
-    """A clock callable that only moves when told."""
-
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Records(list[dict[str, Any]]):
-    """Every log record, in order."""
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        return [record for record in self if record["event"] == name]
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def records() -> Records:
-    return Records()
-
-
-@pytest.fixture
-def log(records: Records) -> Logger:
-    logger = Logger(stream=io.StringIO(), level="debug")
-    logger.add_listener(records.append)
-    return logger
+__all__ = ["FakeClock", "Records", "put"]
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import os
 import itertools
+import os
 import socket
 import time
 from collections.abc import Callable, Iterator

@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import re
 import random
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
