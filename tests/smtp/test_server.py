@@ -14,6 +14,7 @@ from postroom.smtp.errors import LocalProtocolError
 from postroom.smtp.events import (
     NEED_DATA,
     Auth,
+    AuthResponse,
     Bdat,
     CommandError,
     Data,
@@ -630,10 +631,48 @@ def test_auth_refusals(talk: Talker) -> None:
     t.say("RSET")
     t.conn.receive_data(b"AUTH PLAIN =\r\n")
     assert t.conn.next_event() == Auth("PLAIN", "")
-    with pytest.raises(LocalProtocolError):
-        t.conn.send(Reply(334, None, ""))  # SASL continuations are not supported yet
     t.conn.send(Reply(235, Status(2, 7, 0), "Authentication successful"))
     assert t.say("AUTH PLAIN") == str(replies.ALREADY_AUTHENTICATED)
+
+
+def test_sasl_continuation_lines_are_responses_not_commands(talk: Talker) -> None:
+    t = talk(auth_mechanisms=("LOGIN",), auth_without_tls=True)
+    t.say("EHLO client.test")
+    t.conn.receive_data(b"AUTH LOGIN\r\nUVVJVA==\r\nRSET\r\n")
+    assert t.conn.next_event() == Auth("LOGIN", None)
+    assert t.conn.send(Reply(334, None, "VXNlcm5hbWU6")) == b"334 VXNlcm5hbWU6\r\n"
+    assert t.conn.next_event() == AuthResponse("UVVJVA==")  # "QUIT" in base64: never a command
+    t.conn.send(Reply(334, None, "UGFzc3dvcmQ6"))
+    assert t.conn.next_event() == AuthResponse("RSET")  # a response line, whatever it says
+    t.conn.send(Reply(235, Status(2, 7, 0), "Authentication successful"))
+    assert t.say("AUTH LOGIN") == str(replies.ALREADY_AUTHENTICATED)
+
+
+def test_sasl_cancel_and_garbage_are_501(talk: Talker) -> None:
+    t = talk(auth_mechanisms=("PLAIN",), auth_without_tls=True)
+    t.say("EHLO client.test")
+    t.conn.receive_data(b"AUTH PLAIN\r\n*\r\n")
+    t.conn.next_event()
+    t.conn.send(Reply(334, None, ""))
+    event = t.conn.next_event()
+    assert event == CommandError(replies.AUTH_CANCELLED, reason="client cancelled AUTH")
+    t.conn.send(t.conn.default_reply(event))
+    t.conn.receive_data(b"AUTH PLAIN\r\nnot base64\r\n")
+    t.conn.next_event()
+    t.conn.send(Reply(334, None, ""))
+    assert t.conn.next_event() == CommandError(
+        replies.AUTH_RESPONSE_SYNTAX, reason="SASL response is not base64"
+    )
+    t.conn.send(replies.AUTH_RESPONSE_SYNTAX)
+    assert t.say("NOOP").startswith("250")
+
+
+def test_334_answers_only_auth(talk: Talker) -> None:
+    t = talk()
+    t.conn.receive_data(b"NOOP\r\n")
+    t.conn.next_event()
+    with pytest.raises(LocalProtocolError):
+        t.conn.send(Reply(334, None, ""))
 
 
 # --- BDAT -----------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ time, as delivery tries them. Domain literals ("[192.0.2.1]") are the caller's b
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Collection, Iterable
+from collections.abc import AsyncGenerator, Collection, Iterable
 from dataclasses import dataclass
 
 from postroom.dns.resolver import DnsError, MxRecord, NoRecords, Resolver, ascii_name
@@ -131,7 +131,9 @@ async def resolve_host(resolver: Resolver, host: MailHost) -> HostAddresses:
     return HostAddresses(host, tuple(addresses))
 
 
-async def host_addresses(resolver: Resolver, hosts: Iterable[MailHost]) -> AsyncIterator[HostAddresses]:
+async def host_addresses(
+    resolver: Resolver, hosts: Iterable[MailHost]
+) -> AsyncGenerator[HostAddresses, None]:
     """Each host's addresses in turn, resolved only when asked for: a backup MX is looked up only if needed.
 
     RFC 5321 5.1: a host whose addresses cannot be found is skipped; if every host fails, the delivery fails,

@@ -15,6 +15,7 @@ from postroom.smtp.types import Address, Reply
 __all__ = [
     "NEED_DATA",
     "Auth",
+    "AuthResponse",
     "Bdat",
     "CommandError",
     "Data",
@@ -156,6 +157,14 @@ class Auth(Event):
 
     mechanism: str
     initial_response: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResponse(Event):
+    """A client's answer to a 334 SASL challenge (RFC 4954 4): base64 text, or "" for an empty one.
+    A client's "*" (cancel) never arrives here: the protocol answers it with 501 itself."""
+
+    response: str
 
 
 @dataclass(frozen=True, slots=True)

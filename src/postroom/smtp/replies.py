@@ -94,6 +94,8 @@ BAD_BODY_PARAMETER = _r(501, "5.5.4", "BODY must be 7BIT, 8BITMIME or BINARYMIME
 BINARYMIME_NEEDS_BDAT = _r(503, "5.5.1", "BODY=BINARYMIME requires BDAT")
 BAD_SIZE_PARAMETER = _r(501, "5.5.4", "SIZE must be a decimal number")
 SMTPUTF8_REQUIRED = _r(553, "5.6.7", "Non-ASCII address requires the SMTPUTF8 parameter")
+AUTH_CANCELLED = _r(501, "5.7.0", "Authentication cancelled")
+AUTH_RESPONSE_SYNTAX = _r(501, "5.5.2", "Cannot decode the authentication response")
 HTTP_COMMAND = _r(500, "5.5.1", "This is an SMTP server, not an HTTP server")
 
 # --- 5xx: the message ---------------------------------------------------------------------------
@@ -113,3 +115,13 @@ TRANSACTION_FAILED = _r(554, "5.5.0", "Transaction failed")
 ENCRYPTION_REQUIRED = _r(530, "5.7.0", "Must issue a STARTTLS command first")
 AUTH_MECHANISM_UNKNOWN = _r(504, "5.5.4", "Unrecognized authentication type")
 ALREADY_AUTHENTICATED = _r(503, "5.5.1", "Already authenticated")
+
+# --- client side: what the receiving server said or lacks (for delivery outcomes and DSNs) --------
+REMOTE_REPLY_MALFORMED = _r(451, "4.5.0", "The receiving server sent a reply that could not be understood")
+REMOTE_CLOSED = _r(451, "4.4.2", "The receiving server closed the connection")
+REMOTE_MESSAGE_TOO_BIG = _r(552, "5.3.4", "Message size exceeds the receiving server's fixed maximum")
+REMOTE_NO_SMTPUTF8 = _r(
+    553, "5.6.7", "The receiving server does not accept internationalized mail (SMTPUTF8)"
+)
+REMOTE_NO_8BITMIME = _r(554, "5.6.3", "The receiving server does not accept 8-bit message bodies")
+REMOTE_NO_BINARYMIME = _r(554, "5.6.3", "The receiving server does not accept binary message bodies")

@@ -30,6 +30,7 @@ from postroom.smtp.errors import LocalProtocolError, RemoteProtocolError
 from postroom.smtp.events import (
     NEED_DATA,
     Auth,
+    AuthResponse,
     Bdat,
     CommandError,
     Data,
@@ -91,6 +92,7 @@ _DEFAULT_REPLIES: dict[type[Event], Reply] = {
 # Requests from web browsers and proxies sent to an SMTP port (cross-protocol attacks): answer and hang up.
 _HTTP_VERBS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "CONNECT", "TRACE", "PATCH"})
 _LONG_VERBS = (b"MAIL ", b"RCPT ", b"AUTH ")
+_SASL_LINE = 12_288 + 2  # RFC 4954 4: a SASL response line may be 12,288 octets (+ CRLF)
 _TOO_MANY_RECIPIENTS = Status(4, 5, 3)
 
 
@@ -103,8 +105,8 @@ class ServerConnection:
 
     __slots__ = (
         "_authenticated", "_buffer", "_chunk", "_closes_after_reply", "_data_ended", "_dot", "_errors",
-        "_extended", "_handlers", "_mail", "_message_size", "_pending", "_recipients", "_settings",
-        "_skipping_line", "_state", "_tls",
+        "_extended", "_handlers", "_mail", "_message_size", "_pending", "_recipients", "_sasl",
+        "_settings", "_skipping_line", "_state", "_tls",
     )  # fmt: skip
 
     def __init__(self, *, settings: ServerSettings) -> None:
@@ -112,6 +114,7 @@ class ServerConnection:
         self._state = ServerState.CONNECTED
         self._buffer = bytearray()
         self._pending: Event | None = None  # the event waiting for its reply
+        self._sasl = False  # a 334 was sent: the next line is a SASL response (RFC 4954 4)
         self._closes_after_reply = False
         self._skipping_line = False  # discarding an over-long command line up to its LF
         self._errors = 0
@@ -191,6 +194,8 @@ class ServerConnection:
             return NEED_DATA
         if state is ServerState.DATA:
             event = self._next_data_event()
+        elif self._sasl:
+            event = self._next_sasl_event()
         elif self._chunk is not None:
             event = self._next_chunk_event()
         else:
@@ -213,6 +218,9 @@ class ServerConnection:
             return reply.to_bytes()
         self._check_reply(event, reply)
         self._pending = None
+        self._sasl = reply.code == 334  # RFC 4954 4: the next line is the client's response, not a command
+        if self._sasl:
+            return reply.to_bytes()
         if self._counts_as_error(event, reply):
             self._errors += 1
             if self._errors > self._settings.max_errors:
@@ -249,6 +257,7 @@ class ServerConnection:
         self._tls = True
         self._extended = False  # RFC 3207 4.2: forget everything learnt from the client before TLS
         self._authenticated = False
+        self._sasl = False
         self._buffer.clear()
         self._enter(next_state(self._state, Step.TLS_STARTED, accepted=True))
 
@@ -265,8 +274,8 @@ class ServerConnection:
 
     @staticmethod
     def _check_reply(event: Event, reply: Reply) -> None:
-        if reply.code == 334:
-            raise _misuse("SASL continuations (334) are not supported yet")
+        if reply.code == 334 and not isinstance(event, Auth | AuthResponse):
+            raise _misuse("334 answers AUTH and SASL responses only")
         if (reply.code == 354) != (isinstance(event, Data) and reply.is_positive):
             raise _misuse("354 answers DATA, and only 354 accepts it")
         if reply.code == 221 and not isinstance(event, Quit):
@@ -285,6 +294,8 @@ class ServerConnection:
             step = Step.LAST_CHUNK if event.last else Step.CHUNK
         elif isinstance(event, CommandError):
             return
+        elif isinstance(event, AuthResponse):
+            step = Step.AUTH
         else:
             step = _STEPS[type(event)]
         accepted = reply.is_positive
@@ -292,7 +303,7 @@ class ServerConnection:
         if accepted:
             if isinstance(event, Ehlo):
                 self._extended = event.extended
-            elif isinstance(event, Auth) and reply.code == 235:
+            elif isinstance(event, Auth | AuthResponse) and reply.code == 235:
                 self._authenticated = True
         self._enter(new_state)
         if accepted and isinstance(event, Mail):
@@ -387,7 +398,20 @@ class ServerConnection:
         except RemoteProtocolError as error:
             return CommandError(error.reply, reason=error.reason)
 
-    def _read_line(self) -> bytes | Reply | None:
+    def _next_sasl_event(self) -> Event | NeedData:
+        line = self._read_line(limit=_SASL_LINE)
+        if line is None:
+            return NEED_DATA
+        self._sasl = False
+        if isinstance(line, Reply):
+            return CommandError(line, reason="malformed SASL response")
+        if line == b"*":  # RFC 4954 4: the client cancels the exchange
+            return CommandError(replies.AUTH_CANCELLED, reason="client cancelled AUTH")
+        if not line.isascii() or b"\0" in line or b" " in line:
+            return CommandError(replies.AUTH_RESPONSE_SYNTAX, reason="SASL response is not base64")
+        return AuthResponse(line.decode("ascii"))
+
+    def _read_line(self, limit: int | None = None) -> bytes | Reply | None:
         """One command line without its CRLF, a Reply for a line that is refused as a whole, or None."""
         buffer = self._buffer
         newline = buffer.find(b"\n")
@@ -399,8 +423,11 @@ class ServerConnection:
             self._skipping_line = False
             return replies.LINE_TOO_LONG
         settings = self._settings
-        long = buffer[:5].upper() in _LONG_VERBS
-        limit = max(settings.max_param_line, settings.max_command_line) if long else settings.max_command_line
+        if limit is None:
+            long = buffer[:5].upper() in _LONG_VERBS
+            limit = (
+                max(settings.max_param_line, settings.max_command_line) if long else settings.max_command_line
+            )
         if newline < 0:
             if len(buffer) >= limit:  # no CRLF can arrive in time: drop what we have, skip to the next LF
                 buffer.clear()
