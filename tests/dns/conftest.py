@@ -1,20 +1,12 @@
-"""Fixtures: a loopback DNS server per test and a DnsResolver that asks only it."""
+"""Fixtures: a DnsResolver that asks only the loopback test DNS server (dns_server, tests/conftest.py)."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import pytest
 
 from postroom.config.schema import DnsSettings
 from postroom.dns import DnsResolver
 from tests.helpers.dns import DnsServer
-
-
-@pytest.fixture
-def dns_server() -> Iterator[DnsServer]:
-    with DnsServer() as server:
-        yield server
 
 
 @pytest.fixture
