@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import sqlite3
 import time
@@ -12,6 +13,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from postroom.auth.accounts import Accounts
+from postroom.auth.authenticator import Authenticator
+from postroom.auth.sasl import MECHANISMS
 from postroom.config.schema import Config
 from postroom.delivery.scheduler import Scheduler
 from postroom.mailbox.maildir import Maildirs
@@ -21,6 +24,7 @@ from postroom.queue import Queue
 from postroom.server.limits import ConnectionLimits
 from postroom.server.listener import SmtpListener
 from postroom.server.session import SessionServices
+from postroom.server.tls import CertificatePair, ensure_certificate, server_context
 from postroom.smtp.server import ServerSettings
 from postroom.store.sqlite import open_database
 
@@ -60,18 +64,35 @@ class App:
             log=self.log.bind(room="delivery"),
         )
         self._db: sqlite3.Connection | None = None
+        self._authenticator: Authenticator | None = None
+        self.certificate: CertificatePair | None = None
 
     @property
     def smtp_address(self) -> tuple[str, int]:
         """The first bound address of the MX listener (tests read the real port here)."""
-        return self.listeners[0].bound[0]
+        return self.address("smtp")
+
+    def address(self, listener: str) -> tuple[str, int]:
+        """The first bound address of a listener ("smtp", "submission", "submissions")."""
+        for candidate in self.listeners:
+            if candidate.name == listener:
+                return candidate.bound[0]
+        raise KeyError(f"no listener {listener!r}")
 
     async def start(self) -> None:
         config = self.config
         await self.queue.start()
         accounts, self._db = open_accounts(config)
+        self.certificate = ensure_certificate(
+            cert_file=config.tls.cert_file,
+            key_file=config.tls.key_file,
+            data_dir=config.data_dir,
+            hostname=config.hostname,
+        )
+        tls = server_context(self.certificate)
+        self._authenticator = Authenticator(accounts=accounts)
         smtp = config.smtp
-        services = SessionServices(
+        common = SessionServices(
             hostname=config.hostname,
             protocol=ServerSettings(
                 hostname=config.hostname,
@@ -80,6 +101,7 @@ class App:
                 max_errors=smtp.max_errors,
                 long_lines=smtp.long_lines,
                 bare_line_endings=smtp.bare_line_endings,
+                starttls=True,  # opportunistic on the MX port (RFC 3207)
             ),
             smtp=smtp,
             queue=self.queue,
@@ -88,12 +110,37 @@ class App:
             maillog=MailLog(self.log.bind(room="smtp")),
             log=self.log.bind(room="smtp"),
             clock=self.clock,
+            tls_context=tls,
         )
-        listener = SmtpListener(name="smtp", addresses=smtp.listen, services=services)
-        self.listeners.append(listener)
-        await listener.start()
+        submission = dataclasses.replace(
+            common,
+            protocol=dataclasses.replace(common.protocol, auth_mechanisms=MECHANISMS),
+            authenticator=self._authenticator,
+            require_auth=True,
+        )
+        implicit = dataclasses.replace(
+            submission,
+            protocol=dataclasses.replace(submission.protocol, starttls=False, implicit_tls=True),
+            tls_context=None,
+        )
+        self.listeners = [
+            SmtpListener(name="smtp", addresses=smtp.listen, services=common),
+            SmtpListener(name="submission", addresses=config.submission.listen, services=submission),
+            SmtpListener(
+                name="submissions", addresses=config.submissions.listen, services=implicit, implicit_tls=tls
+            ),
+        ]
+        for listener in self.listeners:
+            await listener.start()
         await self.scheduler.start()
-        self.log.info("server.started", smtp=" ".join(f"{h}:{p}" for h, p in listener.bound))
+        self.log.info(
+            "server.started",
+            **{
+                item.name: " ".join(f"{h}:{p}" for h, p in item.bound)
+                for item in self.listeners
+                if item.bound
+            },
+        )
 
     async def stop(self) -> None:
         """Stop in reverse order: no new mail, finish what was acknowledged, then the queue."""
@@ -102,6 +149,9 @@ class App:
             await listener.stop(grace=grace)
         await self.scheduler.stop()
         await self.queue.stop()
+        if self._authenticator is not None:
+            self._authenticator.close()
+            self._authenticator = None
         if self._db is not None:
             self._db.close()
             self._db = None

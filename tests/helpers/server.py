@@ -27,6 +27,8 @@ def _config_data(tmp_path: Path, sections: dict[str, Any]) -> dict[str, Any]:
         "hostname": "mx.postroom.test",
         "data_dir": str(tmp_path / "data"),
         "smtp": {"listen": "127.0.0.1:0", "shutdown_grace": 2},
+        "submission": {"listen": "127.0.0.1:0"},
+        "submissions": {"listen": "127.0.0.1:0"},
         "local": {"domains": ["postroom.test", "other.test"]},
         "delivery": {"poll_interval": 0.2},
         "queue": {"retry_schedule": [1, 2, 4]},

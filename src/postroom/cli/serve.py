@@ -10,6 +10,7 @@ from typing import Any
 from postroom.app import App, serve_forever
 from postroom.config import Config
 from postroom.observe.log import Logger
+from postroom.server.tls import fingerprint
 
 __all__ = ["register"]
 
@@ -47,16 +48,23 @@ def _announce(app: App) -> None:
     host, port = app.smtp_address
     domain = app.config.local.domains[0]
     data_dir = app.config.data_dir.resolve()
-    lines = [
-        "postroom is ready.",
-        f"  SMTP (MX)   {host}:{port}",
-        f"  data        {data_dir}",
+    labels = {"smtp": "SMTP (MX)", "submission": "submission", "submissions": "submissions"}
+    lines = ["postroom is ready."]
+    for listener in app.listeners:
+        for bound_host, bound_port in listener.bound:
+            lines.append(f"  {labels.get(listener.name, listener.name):<11} {bound_host}:{bound_port}")
+    lines.append(f"  data        {data_dir}")
+    if app.certificate is not None:
+        kind = "self-signed, made on first start" if app.certificate.generated else "from [tls]"
+        lines.append(f"  TLS         {app.certificate.cert_file} ({kind})")
+        lines.append(f"  SHA-256     {fingerprint(app.certificate.cert_file)}")
+    lines += [
         "",
         "Send a first message (postmaster@ always exists) and read it from its Maildir:",
         f"  python3 -c \"import smtplib; smtplib.SMTP('{host}', {port}).sendmail('you@example.test', "
         f"['postmaster@{domain}'], 'Subject: hello\\r\\n\\r\\nIt works.\\r\\n')\"",
         f"  ls {data_dir}/mailboxes/{domain}/postmaster/new/",
-        "Add a mailbox:  postroom user add alice@" + domain,
+        "Add a mailbox:  postroom user add alice@" + domain + " --password-stdin",
         "Stop with Ctrl-C (SIGTERM and SIGINT shut down gracefully).",
     ]
     print("\n".join(lines), file=sys.stdout, flush=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 
 from postroom.config.schema import ListenAddress
 from postroom.server.session import Session, SessionServices
@@ -16,8 +17,16 @@ __all__ = ["SmtpListener"]
 class SmtpListener:
     """One named listener (e.g. "smtp") on one or more addresses."""
 
-    def __init__(self, *, name: str, addresses: tuple[ListenAddress, ...], services: SessionServices):
+    def __init__(
+        self,
+        *,
+        name: str,
+        addresses: tuple[ListenAddress, ...],
+        services: SessionServices,
+        implicit_tls: ssl.SSLContext | None = None,
+    ):
         self.name = name
+        self._implicit_tls = implicit_tls
         self._addresses = addresses
         self._services = services
         self._servers: list[asyncio.Server] = []
@@ -39,6 +48,8 @@ class SmtpListener:
                 port=address.port,
                 reuse_address=True,
                 backlog=1024,
+                ssl=self._implicit_tls,
+                ssl_handshake_timeout=30 if self._implicit_tls is not None else None,
                 family=socket.AF_INET6 if ":" in address.host else socket.AF_INET,
             )
             self._servers.append(server)

@@ -13,14 +13,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 import secrets
+import ssl
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from postroom.auth.accounts import Accounts
+from postroom.auth.authenticator import Authenticator
+from postroom.auth.sasl import Challenge, Credentials, SaslExchange, start_exchange
 from postroom.config.schema import SmtpSettings
-from postroom.observe.log import Logger
+from postroom.observe.log import Logger, sanitize
 from postroom.observe.maillog import MailLog
 from postroom.queue import Envelope, Queue, QueueError, Recipient, SpoolWriter
 from postroom.server.limits import ConnectionLimits
@@ -32,6 +35,9 @@ from postroom.smtp.server import ServerConnection, ServerSettings
 from postroom.smtp.types import Reply
 
 __all__ = ["Session", "SessionServices"]
+
+# A reply now, one to wait for (None when the wait ends with nothing to say: STARTTLS), or none at all.
+Answer = Reply | Coroutine[Any, Any, Reply | None] | None
 
 _session_numbers = itertools.count(1)
 
@@ -49,6 +55,9 @@ class SessionServices:
     maillog: MailLog
     log: Logger
     clock: Callable[[], float]
+    tls_context: ssl.SSLContext | None = None  # STARTTLS offered when set (and ServerSettings.starttls)
+    authenticator: Authenticator | None = None  # AUTH offered when set
+    require_auth: bool = False  # submission: MAIL only after AUTH, and only from the user's own addresses
 
 
 class Session(asyncio.Protocol):
@@ -65,7 +74,7 @@ class Session(asyncio.Protocol):
         self._client_ip = ""
         self._counted = False  # holds a slot in the connection limits
         self._out: list[bytes] = []
-        self._busy = False  # waiting for the queue; the protocol must not be pumped meanwhile
+        self._busy = False  # waiting (queue, TLS handshake, password check): no pumping meanwhile
         self._closing = False
         self._shutdown_requested = False
         self._timer: asyncio.TimerHandle | None = None
@@ -81,7 +90,7 @@ class Session(asyncio.Protocol):
         self._recipients: list[Recipient] = []
         self._mailboxes: set[str] = set()
         self._spool: SpoolWriter | None = None
-        self._handlers: dict[type[events.Event], Callable[[Any], Reply | None]] = {
+        self._handlers: dict[type[events.Event], Callable[[Any], Answer]] = {
             events.Ehlo: self._on_ehlo,
             events.Mail: self._on_mail,
             events.Rcpt: self._on_rcpt,
@@ -91,8 +100,13 @@ class Session(asyncio.Protocol):
             events.Rset: self._on_rset,
             events.EndOfChunk: self._on_chunk_end,
             events.CommandError: self._on_command_error,
+            events.StartTls: self._on_starttls,
+            events.Auth: self._on_auth,
+            events.AuthResponse: self._on_auth_response,
         }
-        self._commit_task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None  # the one wait under way (see _await_reply)
+        self._sasl: SaslExchange | None = None
+        self._user: str | None = None  # the authenticated mailbox
 
     # --- asyncio.Protocol ---------------------------------------------------------------------------
 
@@ -180,10 +194,13 @@ class Session(asyncio.Protocol):
                 self._finish_message(event)
                 return
             reply = self._answer(event)
-            if reply is not None:
+            if isinstance(reply, Reply):
                 self._send(reply)
+            elif reply is not None:
+                self._await_reply(reply)
+                return
 
-    def _answer(self, event: events.Event) -> Reply | None:
+    def _answer(self, event: events.Event) -> Answer:
         """The one place an SmtpError becomes a reply; an unexpected error is logged and answered 451."""
         handler = self._handlers.get(type(event))
         try:
@@ -287,6 +304,8 @@ class Session(asyncio.Protocol):
 
     def _on_mail(self, event: events.Mail) -> Reply:
         self._abort_transaction()
+        if self._services.require_auth:
+            self._check_sender(event)
         self._sender = "" if event.reverse_path is None else str(event.reverse_path)
         self._smtputf8 = event.smtputf8
         return self._conn.default_reply(event)
@@ -340,7 +359,10 @@ class Session(asyncio.Protocol):
         except OSError as exc:
             raise SmtpError(replies.INSUFFICIENT_STORAGE, reason=f"cannot open a spool file: {exc}") from exc
         protocol = protocol_name(
-            extended=self._extended, tls=self._conn.tls_active, authenticated=False, smtputf8=self._smtputf8
+            extended=self._extended,
+            tls=self._conn.tls_active,
+            authenticated=self._user is not None,
+            smtputf8=self._smtputf8,
         )
         spool.write(
             received_header(
@@ -381,13 +403,32 @@ class Session(asyncio.Protocol):
             client_ip=self._client_ip,
             helo=self._helo,
         )
+        self._await_reply(self._commit(spool, envelope))
+
+    def _await_reply(self, waiting: Coroutine[Any, Any, Reply | None]) -> None:
+        """Stop reading, wait for ``waiting`` (off the protocol's turn), send its reply, go on."""
         self._busy = True
         self._flush()
         if self._transport is not None:
             self._transport.pause_reading()
-        self._commit_task = self._loop.create_task(self._commit(spool, envelope))
+        self._task = self._loop.create_task(self._reply_when_done(waiting))
 
-    async def _commit(self, spool: SpoolWriter, envelope: Envelope) -> None:
+    async def _reply_when_done(self, waiting: Coroutine[Any, Any, Reply | None]) -> None:
+        try:
+            reply = await waiting
+        except Exception as exc:
+            self._services.log.failure("session.error", exc, session_id=self.session_id)
+            reply = replies.LOCAL_ERROR
+        self._busy = False
+        if self._closing:
+            return
+        if reply is not None:
+            self._send(reply)
+        if self._transport is not None and not self._closing:
+            self._transport.resume_reading()
+        self._after_transaction()
+
+    async def _commit(self, spool: SpoolWriter, envelope: Envelope) -> Reply:
         try:
             queue_id = await self._services.queue.commit(spool, envelope)
         except QueueError as exc:
@@ -411,13 +452,7 @@ class Session(asyncio.Protocol):
             )
         self._spool = None
         self._reset_transaction()
-        self._busy = False
-        if self._closing:
-            return
-        self._send(reply)
-        if self._transport is not None and not self._closing:
-            self._transport.resume_reading()
-        self._after_transaction()
+        return reply
 
     def _after_transaction(self) -> None:
         if self._shutdown_requested and not self._closing:
@@ -425,6 +460,89 @@ class Session(asyncio.Protocol):
             return
         if not self._closing:
             self._pump()
+
+    # --- STARTTLS (RFC 3207) and AUTH (RFC 4954) -----------------------------------------------------
+
+    def _on_starttls(self, event: events.StartTls) -> Answer:
+        context = self._services.tls_context
+        if context is None:  # the protocol offers STARTTLS only when told to; this is a wiring bug
+            raise SmtpError(replies.NOT_IMPLEMENTED, reason="STARTTLS without a TLS context")
+        self._send(self._conn.default_reply(event))
+        if self._transport is not None:
+            self._transport.pause_reading()  # the ClientHello must reach the TLS layer, not data_received
+        return self._upgrade(context)
+
+    async def _upgrade(self, context: ssl.SSLContext) -> Reply | None:
+        """The handshake; on success the client starts over with EHLO (no reply of ours is due)."""
+        assert self._transport is not None
+        try:
+            transport = await self._loop.start_tls(
+                self._transport, self, context, server_side=True, ssl_handshake_timeout=30
+            )
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            self._services.log.info("tls.failed", session_id=self.session_id, error=str(exc))
+            self._close_reason = "TLS handshake failed"
+            self._closing = True
+            self._transport.abort()
+            return None
+        if transport is None:  # pragma: no cover - the peer went away during the handshake
+            self._closing = True
+            return None
+        self._transport = transport
+        self._conn.tls_started()
+        self._user = None
+        cipher = transport.get_extra_info("cipher")
+        self._services.log.info(
+            "tls.started",
+            session_id=self.session_id,
+            version=transport.get_extra_info("ssl_object").version() if cipher else "",
+            cipher=cipher[0] if cipher else "",
+        )
+        return None
+
+    def _on_auth(self, event: events.Auth) -> Answer:
+        self._sasl, step = start_exchange(event.mechanism, event.initial_response)
+        return self._sasl_step(step)
+
+    def _on_auth_response(self, event: events.AuthResponse) -> Answer:
+        if self._sasl is None:  # pragma: no cover - the protocol only emits responses after our 334
+            raise SmtpError(replies.BAD_SEQUENCE, reason="SASL response without an exchange")
+        return self._sasl_step(self._sasl.step(event.response))
+
+    def _sasl_step(self, step: Challenge | Credentials | object) -> Answer:
+        if isinstance(step, Challenge):
+            return Reply(334, None, step.text)
+        self._sasl = None
+        if isinstance(step, Credentials):
+            return self._authenticate(step)
+        raise SmtpError(replies.AUTH_RESPONSE_SYNTAX, reason=str(getattr(step, "reason", "malformed")))
+
+    async def _authenticate(self, credentials: Credentials) -> Reply:
+        authenticator = self._services.authenticator
+        user = await authenticator.check(credentials) if authenticator is not None else None
+        log = self._services.log
+        if user is None:
+            log.info(
+                "auth.failed",
+                session_id=self.session_id,
+                client=self._client_ip,
+                username=sanitize(credentials.username),
+            )
+            return replies.AUTH_FAILED
+        self._user = user
+        log.info("auth.ok", session_id=self.session_id, client=self._client_ip, user=user)
+        return replies.AUTH_OK
+
+    def _check_sender(self, event: events.Mail) -> None:
+        """Submission (RFC 6409): only an authenticated user, and only as one of their own addresses."""
+        if self._user is None:
+            raise SmtpError(replies.AUTH_REQUIRED, reason="MAIL before AUTH on submission")
+        sender = event.reverse_path
+        owned = sender is not None and self._user in (
+            self._services.accounts.resolve(sender.local_part, sender.domain) or ()
+        )
+        if not owned:
+            raise SmtpError(replies.SENDER_NOT_OWNED, reason=f"{self._user} may not send as {sender}")
 
     def _reject(self, event: events.Event, reply: Reply, reason: str) -> None:
         self._services.maillog.rejected(

@@ -7,6 +7,8 @@ package, so that their import graph does not reach the connection classes (see A
 
 from __future__ import annotations
 
+from postroom.smtp.client import ClientConnection, ClientReply, ClientSettings
+from postroom.smtp.client_states import ClientState, Command
 from postroom.smtp.errors import LocalProtocolError, ProtocolError, RemoteProtocolError, SmtpError
 from postroom.smtp.events import (
     NEED_DATA,
@@ -38,6 +40,11 @@ __all__ = [
     "Address",
     "Auth",
     "Bdat",
+    "ClientConnection",
+    "ClientReply",
+    "ClientSettings",
+    "ClientState",
+    "Command",
     "CommandError",
     "Data",
     "DataChunk",

@@ -78,6 +78,7 @@ class ServerSettings:
     auth_mechanisms: tuple[str, ...] = ()  # offered once TLS is active, or always with auth_without_tls
     auth_without_tls: bool = False
     chunking: bool = True  # CHUNKING + BINARYMIME (RFC 3030)
+    implicit_tls: bool = False  # the connection is TLS from its first byte (RFC 8314 port 465)
 
 
 _STEPS: dict[type[Event], Step] = {
@@ -118,7 +119,7 @@ class ServerConnection:
         self._closes_after_reply = False
         self._skipping_line = False  # discarding an over-long command line up to its LF
         self._errors = 0
-        self._tls = False
+        self._tls = settings.implicit_tls
         self._extended = False  # the last accepted greeting was EHLO, not HELO
         self._authenticated = False
         self._dot: DotReader | None = None
