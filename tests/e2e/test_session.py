@@ -221,6 +221,22 @@ def test_dribbling_client_is_cut_off_at_the_command_deadline(server: ServerThrea
         assert time.monotonic() - started < 5
 
 
+@pytest.mark.parametrize("config_overrides", [{"smtp": {"data_timeout": 1}}])
+def test_silent_client_inside_data_is_cut_off(server: ServerThread) -> None:
+    with greeted(server) as t:
+        t.send("EHLO c")
+        t.expect("250 *")
+        t.send("MAIL FROM:<a@example.test>")
+        t.expect("250 *")
+        t.send("RCPT TO:<alice@postroom.test>")
+        t.expect("250 *")
+        t.send("DATA")
+        t.expect("354 *")
+        t.send_raw(b"Subject: slow\r\n")
+        t.expect("421 4.4.2 *")
+        t.expect_closed()
+
+
 @pytest.mark.parametrize("config_overrides", [{"smtp": {"max_connections_per_ip": 2}}])
 def test_connections_beyond_the_per_ip_cap_get_421(server: ServerThread) -> None:
     first, second = greeted(server), greeted(server)

@@ -81,6 +81,8 @@ def test_starttls_then_auth_plain_then_send_as_self(
     (path,) = wait_for(lambda: maildir_messages(_config(tls_server), "bob@postroom.test"), what="delivery")
     stored = path.read_bytes()
     assert b"with ESMTPSA id" in stored
+    assert b"\nDate: " in stored  # RFC 6409 8: completed at submission
+    assert b"\nMessage-ID: <" in stored
     assert PASSWORD.encode() not in stored
     assert PASSWORD not in tls_server.log_text
     assert "auth.ok" in tls_server.log_text

@@ -26,6 +26,7 @@ from postroom.config.schema import SmtpSettings
 from postroom.observe.log import Logger, sanitize
 from postroom.observe.maillog import MailLog
 from postroom.queue import Envelope, Queue, QueueError, Recipient, SpoolWriter
+from postroom.server.headers import HeaderCompleter
 from postroom.server.limits import ConnectionLimits
 from postroom.server.received import protocol_name, received_header
 from postroom.smtp import events, replies
@@ -90,6 +91,7 @@ class Session(asyncio.Protocol):
         self._recipients: list[Recipient] = []
         self._mailboxes: set[str] = set()
         self._spool: SpoolWriter | None = None
+        self._completer: HeaderCompleter | None = None  # submission: Date / Message-ID if missing
         self._handlers: dict[type[events.Event], Callable[[Any], Answer]] = {
             events.Ehlo: self._on_ehlo,
             events.Mail: self._on_mail,
@@ -285,6 +287,7 @@ class Session(asyncio.Protocol):
         self._recipients = []
         self._mailboxes = set()
         self._spool = None
+        self._completer = None
 
     def _abort_transaction(self) -> None:
         if self._spool is not None:
@@ -349,7 +352,9 @@ class Session(asyncio.Protocol):
         self._receiving = True
 
     def _on_data_chunk(self, event: events.DataChunk) -> None:
-        if self._spool is not None:
+        if self._completer is not None:
+            self._completer.feed(event.data)
+        elif self._spool is not None:
             self._spool.write(event.data)
 
     def _open_spool(self) -> None:
@@ -375,6 +380,10 @@ class Session(asyncio.Protocol):
                 now=services.clock(),
             )
         )
+        if services.require_auth:  # RFC 6409 8: complete what mail clients leave out
+            self._completer = HeaderCompleter(
+                write=spool.write, hostname=services.hostname, unique=spool.queue_id, now=services.clock()
+            )
         self._spool = spool
 
     def _on_chunk_end(self, event: events.EndOfChunk) -> Reply:
@@ -397,6 +406,8 @@ class Session(asyncio.Protocol):
             self._send(reply)
             self._after_transaction()
             return
+        if self._completer is not None:
+            self._completer.finish()
         envelope = Envelope(
             sender=self._sender,
             recipients=tuple(self._recipients),
