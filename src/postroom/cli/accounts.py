@@ -10,13 +10,14 @@ from typing import Any
 from postroom.app import open_accounts
 from postroom.auth.accounts import AccountError
 from postroom.auth.passwords import hash_password
+from postroom.cli.errors import CliError
 from postroom.config import Config
 
 __all__ = ["CommandError", "register"]
 
 
-class CommandError(Exception):
-    """A refused command; printed as one line, exit 1."""
+class CommandError(CliError):
+    """A refused account change; printed as one line, exit 1."""
 
 
 def register(commands: Any) -> None:

@@ -74,9 +74,13 @@ def fingerprint(cert_file: Path) -> str:
 def _self_signed(key: ec.EllipticCurvePrivateKey, hostname: str) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
     now = datetime.datetime.now(datetime.UTC)
-    alt_names: list[x509.GeneralName] = [x509.DNSName(hostname)]
-    if hostname == "localhost":
-        alt_names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    # The loopback addresses too: a self-signed certificate mostly serves clients on this host
+    # (`postroom send`, a local mail client) that connect by address.
+    alt_names: list[x509.GeneralName] = [
+        x509.DNSName(hostname),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("::1")),
+    ]
     return (
         x509.CertificateBuilder()
         .subject_name(name)
