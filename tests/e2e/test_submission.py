@@ -185,3 +185,32 @@ def test_swaks_submits_with_tls_and_auth(
     assert result.returncode == 0, result.stdout + result.stderr
     assert "235 2.7.0 Authentication successful" in result.stdout
     assert "250 2.0.0 Ok: queued as" in result.stdout
+
+
+needs_curl = pytest.mark.skipif(
+    shutil.which("curl") is None, reason="curl is not installed (.ci/run installs it)"
+)
+
+
+@needs_curl
+@pytest.mark.parametrize(("listener", "scheme"), [("submission", "smtp"), ("submissions", "smtps")])
+def test_curl_submits_with_ssl_reqd(
+    tls_server: ServerThread, ca: trustme.CA, tmp_path: Path, listener: str, scheme: str
+) -> None:
+    host, port = _address(tls_server, listener)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    message = tmp_path / "message.eml"
+    message.write_bytes(
+        b"From: alice@postroom.test\r\nTo: bob@postroom.test\r\nSubject: curl\r\n\r\nvia curl\r\n"
+    )
+    result = subprocess.run(
+        ["curl", "--silent", "--show-error", "--url", f"{scheme}://{host}:{port}", "--ssl-reqd",
+         "--cacert", str(ca_file), "--resolve", f"mx.postroom.test:{port}:{host}",
+         "--mail-from", "alice@postroom.test", "--mail-rcpt", "bob@postroom.test",
+         "--user", f"alice@postroom.test:{PASSWORD}", "--upload-file", str(message), "--max-time", "20"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (path,) = wait_for(lambda: maildir_messages(_config(tls_server), "bob@postroom.test"), what="delivery")
+    assert path.read_bytes().endswith(b"\nvia curl\n")
