@@ -214,3 +214,27 @@ def test_curl_submits_with_ssl_reqd(
     assert result.returncode == 0, result.stderr
     (path,) = wait_for(lambda: maildir_messages(_config(tls_server), "bob@postroom.test"), what="delivery")
     assert path.read_bytes().endswith(b"\nvia curl\n")
+
+
+@pytest.mark.skipif(shutil.which("msmtp") is None, reason="msmtp is not installed (.ci/run installs it)")
+@pytest.mark.parametrize(("listener", "starttls"), [("submission", "on"), ("submissions", "off")])
+def test_msmtp_submits(
+    tls_server: ServerThread, ca: trustme.CA, tmp_path: Path, listener: str, starttls: str
+) -> None:
+    host, port = _address(tls_server, listener)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    settings = tmp_path / "msmtprc"
+    settings.write_text(
+        f"account default\nhost {host}\nport {port}\ntls on\ntls_starttls {starttls}\n"
+        f"tls_trust_file {ca_file}\ntls_host_override mx.postroom.test\nauth plain\n"
+        f"user alice@postroom.test\npassword {PASSWORD}\nfrom alice@postroom.test\n"
+    )
+    settings.chmod(0o600)
+    result = subprocess.run(
+        ["msmtp", "-C", str(settings), "bob@postroom.test"],
+        input=b"Subject: msmtp\r\n\r\nvia msmtp\r\n", capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (path,) = wait_for(lambda: maildir_messages(_config(tls_server), "bob@postroom.test"), what="delivery")
+    assert path.read_bytes().endswith(b"\nvia msmtp\n")

@@ -108,6 +108,7 @@ class Session(asyncio.Protocol):
         }
         self._task: asyncio.Task[None] | None = None  # the one wait under way (see _await_reply)
         self._sasl: SaslExchange | None = None
+        self._early_tls_data: list[bytes] | None = None  # set while start_tls() is under way
         self._user: str | None = None  # the authenticated mailbox
 
     # --- asyncio.Protocol ---------------------------------------------------------------------------
@@ -133,6 +134,11 @@ class Session(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
+            return
+        if self._early_tls_data is not None:
+            # Decrypted bytes that the TLS layer delivered right after the handshake, before _upgrade
+            # resumed: the client's first EHLO. Fed to the protocol once it knows TLS is on.
+            self._early_tls_data.append(data)
             return
         self._last_activity = self._loop.time()
         self._conn.receive_data(data)
@@ -481,6 +487,7 @@ class Session(asyncio.Protocol):
         self._send(self._conn.default_reply(event))
         if self._transport is not None:
             self._transport.pause_reading()  # the ClientHello must reach the TLS layer, not data_received
+        self._early_tls_data = []
         return self._upgrade(context)
 
     async def _upgrade(self, context: ssl.SSLContext) -> Reply | None:
@@ -491,6 +498,7 @@ class Session(asyncio.Protocol):
                 self._transport, self, context, server_side=True, ssl_handshake_timeout=30
             )
         except (OSError, ssl.SSLError, TimeoutError) as exc:
+            self._early_tls_data = None
             self._services.log.info("tls.failed", session_id=self.session_id, error=str(exc))
             self._close_reason = "TLS handshake failed"
             self._closing = True
@@ -502,6 +510,9 @@ class Session(asyncio.Protocol):
         self._transport = transport
         self._conn.tls_started()
         self._user = None
+        early, self._early_tls_data = self._early_tls_data or [], None
+        for data in early:
+            self._conn.receive_data(data)
         cipher = transport.get_extra_info("cipher")
         self._services.log.info(
             "tls.started",
