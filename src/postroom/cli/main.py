@@ -8,18 +8,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from postroom import __version__
-from postroom.cli import accounts, init, serve
+from postroom.cli import accounts, init, queue, send, serve
+from postroom.cli.errors import CliError
 from postroom.config import Config, ConfigError, load_config
 
 __all__ = ["main"]
-
-
-class CliError(Exception):
-    """A refused command, worded for the user; exit status attached."""
-
-    def __init__(self, message: str, status: int = 1) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,6 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.register(commands)
     init.register(commands)
     accounts.register(commands)
+    queue.register(commands)
+    send.register(commands)
     return parser
 
 
@@ -44,7 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"postroom: configuration error: {exc}", file=sys.stderr)
         return 2
-    except (accounts.CommandError, OSError) as exc:
+    except CliError as exc:
+        print(f"postroom: {exc}", file=sys.stderr)
+        return exc.status
+    except OSError as exc:
         print(f"postroom: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
