@@ -16,7 +16,11 @@ from postroom.auth.accounts import Accounts
 from postroom.auth.authenticator import Authenticator
 from postroom.auth.sasl import MECHANISMS
 from postroom.config.schema import Config
+from postroom.delivery.bounce import Bouncer
+from postroom.delivery.remote import RemoteCourier
+from postroom.delivery.router import Router
 from postroom.delivery.scheduler import Scheduler
+from postroom.dns import DnsError, DnsResolver, Resolver
 from postroom.mailbox.maildir import Maildirs
 from postroom.observe.log import Logger
 from postroom.observe.maillog import MailLog
@@ -57,15 +61,39 @@ class App:
             clock=self.clock,
             log=self.log.bind(room="queue"),
         )
+        delivery_log = self.log.bind(room="delivery")
+        remote = RemoteCourier(
+            settings=config.delivery,
+            resolver=self._resolver(),
+            hostname=config.hostname,
+            spool_path=self.queue.spool_path,
+            log=delivery_log,
+        )
         self.scheduler = Scheduler(
             queue=self.queue,
             maildirs=Maildirs(config.mailboxes_dir),
             settings=config.delivery,
-            log=self.log.bind(room="delivery"),
+            log=delivery_log,
+            router=Router(local_domains=config.local.domains, remote=remote),
+            bouncer=Bouncer(
+                queue=self.queue,
+                hostname=config.hostname,
+                local_domains=config.local.domains,
+                clock=self.clock,
+                log=delivery_log,
+            ),
         )
         self._db: sqlite3.Connection | None = None
         self._authenticator: Authenticator | None = None
         self.certificate: CertificatePair | None = None
+
+    def _resolver(self) -> Resolver | None:
+        """The DNS resolver for remote delivery; None (remote mail waits, logged) when none can be built."""
+        try:
+            return DnsResolver(settings=self.config.dns)
+        except DnsError as exc:
+            self.log.warning("dns.unavailable", error=str(exc))
+            return None
 
     @property
     def smtp_address(self) -> tuple[str, int]:

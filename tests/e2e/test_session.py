@@ -221,6 +221,46 @@ def test_dribbling_client_is_cut_off_at_the_command_deadline(server: ServerThrea
         assert time.monotonic() - started < 5
 
 
+@pytest.mark.parametrize("config_overrides", [{"smtp": {"relay_networks": ["127.0.0.0/8"]}}])
+def test_clients_in_relay_networks_may_relay_but_not_by_tricks(server: ServerThread) -> None:
+    with greeted(server) as t:
+        t.send("EHLO c")
+        t.expect("250 *")
+        t.send("MAIL FROM:<app@postroom.test>")
+        t.expect("250 *")
+        t.send("RCPT TO:<someone@elsewhere.test>")
+        t.expect("250 2.1.5 *")
+        t.send("RCPT TO:<someone@[192.0.2.1]>")
+        t.expect("554 5.7.1 *")
+        t.send("RSET")
+        t.expect("250 *")
+
+
+@pytest.mark.parametrize(
+    "rcpt",
+    [
+        "<someone@elsewhere.test>",
+        "<@postroom.test:someone@elsewhere.test>",  # source route through us
+        '<"someone@elsewhere.test"@postroom.test>',  # quoted @
+        "<someone%elsewhere.test@postroom.test>",  # percent hack
+        "<elsewhere.test!someone@postroom.test>",  # bang path
+        "<someone@elsewhere.test@postroom.test>",
+        "<someone@postroom.test.elsewhere.test>",
+    ],
+)
+def test_open_relay_tricks_are_refused_on_the_mx_port(server: ServerThread, rcpt: str) -> None:
+    with greeted(server) as t:
+        t.send("EHLO c")
+        t.expect("250 *")
+        t.send("MAIL FROM:<a@example.test>")
+        t.expect("250 *")
+        t.send(f"RCPT TO:{rcpt}")
+        reply = t.read_reply()
+        assert reply[:1] == "5", reply  # refused: unknown user, relay denied or bad syntax
+        t.send("NOOP")
+        t.expect("250 *")
+
+
 @pytest.mark.parametrize("config_overrides", [{"smtp": {"data_timeout": 1}}])
 def test_silent_client_inside_data_is_cut_off(server: ServerThread) -> None:
     with greeted(server) as t:

@@ -32,6 +32,9 @@ def _config_data(tmp_path: Path, sections: dict[str, Any]) -> dict[str, Any]:
         "local": {"domains": ["postroom.test", "other.test"]},
         "delivery": {"poll_interval": 0.2},
         "queue": {"retry_schedule": [1, 2, 4]},
+        # No test may ask the system's resolvers: without a dns_server, lookups go to a loopback port where
+        # nothing answers, and fail (temporarily) there.
+        "dns": {"nameservers": ["127.0.0.1:9"], "timeout": 1},
     }
     for name, values in sections.items():
         if isinstance(values, dict):

@@ -182,3 +182,17 @@ def _validate(config: Config) -> None:
         raise ConfigError("delivery.concurrency: must be at least 1")
     if not 1 <= config.delivery.smtp_port <= 65535:
         raise ConfigError("delivery.smtp_port: must be 1..65535")
+    _validate_delivery(config)
+
+
+def _validate_delivery(config: Config) -> None:
+    delivery = config.delivery
+    for name in ("max_connections", "max_connections_per_domain", "max_received"):
+        if getattr(delivery, name) < 1:
+            raise ConfigError(f"delivery.{name}: must be at least 1")
+    for name in ("connect_timeout", "command_timeout"):
+        if getattr(delivery, name) <= 0:
+            raise ConfigError(f"delivery.{name}: must be greater than 0")
+    for index, domain in enumerate(delivery.require_tls):
+        if not domain or " " in domain or "@" in domain:
+            raise ConfigError(f"delivery.require_tls[{index}]: {domain!r} is not a domain name")

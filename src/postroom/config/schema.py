@@ -98,8 +98,15 @@ class DeliverySettings:
     """[delivery]: how queued work leaves."""
 
     smtp_port: int = 25
-    concurrency: int = 8  # deliveries running at once
+    concurrency: int = 8  # local deliveries running at once (worker threads)
     poll_interval: float = 5.0  # seconds between looks at the queue when nothing wakes the scheduler
+    max_connections: int = 50  # outbound SMTP connections open at once, in total
+    max_connections_per_domain: int = 5  # ... and to one destination domain
+    connect_timeout: float = 30.0  # seconds to connect to one MX address and read its greeting
+    command_timeout: float = 300.0  # seconds to wait for any one reply (RFC 5321 4.5.3.2: 2 to 10 min)
+    max_received: int = 50  # more Received: headers than this is a mail loop: bounced with 5.4.6
+    require_tls: tuple[str, ...] = ()  # domains whose MX must offer STARTTLS with a verified certificate
+    tls_ca_file: Path | None = None  # CA bundle (PEM) for require_tls; empty: the system's CAs
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

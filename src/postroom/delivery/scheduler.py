@@ -2,9 +2,11 @@
 ``concurrency`` at a time in worker threads, record outcomes in batches.
 
 Theory of operation: one asyncio task runs rounds. A round clears the queue's work event, claims up to
-``claim_limit`` recipients (one transaction; their next attempt already moved a lease ahead), submits them
-all to a pool of ``concurrency`` threads, and records outcomes every ``record_batch`` completions (one
-transaction each). Database calls run on one dedicated thread so they never wait behind deliveries. When a
+``claim_limit`` recipients (one transaction; their next attempt already moved a lease ahead), lets the
+router split them, submits the local ones to a pool of ``concurrency`` threads and the remote groups (one
+message, one domain) as tasks on the loop, and records outcomes every ``record_batch`` completions (one
+transaction each); recipients given up on go to the bouncer.
+Database calls run on one dedicated thread so they never wait behind deliveries. When a
 round claims nothing the task sleeps until the event or the poll interval. ``stop`` lets running deliveries
 finish (up to a bound), records them, and gives back the claimed recipients that never started.
 """
@@ -19,9 +21,11 @@ from functools import partial
 from typing import TypeVar
 
 from postroom.config.schema import DeliverySettings
+from postroom.delivery.bounce import Bouncer
 from postroom.delivery.courier import Courier
 from postroom.delivery.local import LocalCourier
 from postroom.delivery.outcome import failed
+from postroom.delivery.router import Router
 from postroom.mailbox import Maildirs
 from postroom.observe.log import Logger
 from postroom.queue import DueRecipient, Outcome, Queue
@@ -47,18 +51,23 @@ class Scheduler:
         settings: DeliverySettings,
         log: Logger,
         courier: Courier | None = None,
+        router: Router | None = None,
+        bouncer: Bouncer | None = None,
     ) -> None:
         self._queue = queue
         self._settings = settings
         self._log = log
         self._courier = courier or LocalCourier(maildirs=maildirs, spool_path=queue.spool_path)
+        self._router = router  # None: every recipient is local (the queue's transport is not looked at)
+        self._bouncer = bouncer
         self._concurrency = max(1, settings.concurrency)
         self._claim_limit = min(self._concurrency * _CLAIM_PER_WORKER, _MAX_CLAIM)
         self._task: asyncio.Task[None] | None = None
         self._workers: ThreadPoolExecutor | None = None
         self._database: ThreadPoolExecutor | None = None
         self._stopping = False
-        self._in_flight: dict[asyncio.Future[list[Outcome]], tuple[Future[list[Outcome]], Chunk]] = {}
+        # asyncio future -> (its worker-thread future, or None for a remote task on the loop; the chunk)
+        self._in_flight: dict[asyncio.Future[list[Outcome]], tuple[Future[list[Outcome]] | None, Chunk]] = {}
         self.recorded = 0  # outcomes recorded since start, whatever the result (metrics, tests)
 
     async def start(self) -> None:
@@ -71,7 +80,12 @@ class Scheduler:
         """Stops claiming; waits up to ``grace`` seconds for running deliveries. Unstarted claims go back;
         deliveries still running after the bound keep their lease and are retried after it."""
         self._stopping = True
-        unstarted = [r for future, chunk in self._in_flight.values() if future.cancel() for r in chunk]
+        unstarted = [
+            r
+            for future, chunk in self._in_flight.values()
+            if future is not None and future.cancel()
+            for r in chunk
+        ]
         self._queue.wait_for_work().set()
         if self._task is not None:
             try:
@@ -110,11 +124,15 @@ class Scheduler:
 
     async def _deliver(self, due: Sequence[DueRecipient]) -> None:
         assert self._workers is not None
-        size = max(1, min(_MAX_CHUNK, -(-len(due) // self._concurrency)))
-        for start in range(0, len(due), size):
-            chunk = tuple(due[start : start + size])
+        local, remote = self._router.split(due) if self._router is not None else (list(due), [])
+        size = max(1, min(_MAX_CHUNK, -(-len(local) // self._concurrency)))
+        for start in range(0, len(local), size):
+            chunk = tuple(local[start : start + size])
             submitted = self._workers.submit(self._deliver_chunk, chunk)
             self._in_flight[asyncio.wrap_future(submitted)] = (submitted, chunk)
+        for group in remote:
+            task = asyncio.ensure_future(self._deliver_remote(tuple(group)))
+            self._in_flight[task] = (None, tuple(group))
         waiting: set[asyncio.Future[list[Outcome]]] = set(self._in_flight)
         outcomes: list[Outcome] = []
         try:
@@ -127,12 +145,25 @@ class Scheduler:
                     batch, outcomes = outcomes, []
                     await self._record(batch)
         finally:
+            for pending, (thread_future, _chunk) in self._in_flight.items():
+                if thread_future is None:  # a remote task cut short keeps its lease: retried after it
+                    pending.cancel()
             self._in_flight.clear()
 
     async def _record(self, outcomes: list[Outcome]) -> None:
         if outcomes:
-            await self._in_database(partial(self._queue.record, outcomes))
+            given_up = await self._in_database(partial(self._queue.record, outcomes))
             self.recorded += len(outcomes)
+            if given_up and self._bouncer is not None:
+                await self._bouncer.bounce(given_up)
+
+    async def _deliver_remote(self, group: Chunk) -> list[Outcome]:
+        assert self._router is not None
+        try:
+            return await self._router.deliver(group)
+        except Exception as exc:  # a courier bug: keep the messages, say so loudly
+            self._log.failure("delivery.courier_error", exc, queue_id=group[0].queue_id)
+            return [failed(recipient, exc) for recipient in group]
 
     def _deliver_chunk(self, chunk: Chunk) -> list[Outcome]:
         try:

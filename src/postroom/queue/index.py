@@ -13,10 +13,20 @@ from dataclasses import dataclass
 from typing import Literal
 
 from postroom.config.schema import QueueSettings
-from postroom.queue.model import DueRecipient, Envelope, Outcome
+from postroom.queue.model import DueRecipient, Envelope, FailedRecipient, Outcome
 from postroom.queue.schedule import next_attempt_at
 
-__all__ = ["Index", "NewMessage", "Recorded"]
+__all__ = ["HEADERS_MAX", "Index", "NewMessage", "Recorded", "header_section"]
+
+HEADERS_MAX = 64 * 1024  # the original headers a DSN carries, at most (RFC 3462 text/rfc822-headers)
+_EXPIRED_STATUS = "4.4.7"  # RFC 3463: delivery time expired
+
+
+def header_section(data: bytes) -> bytes:
+    """The header section of a message (up to and with the blank line), at most HEADERS_MAX octets."""
+    data = data[:HEADERS_MAX]
+    end = data.find(b"\r\n\r\n")
+    return data if end < 0 else data[: end + 4]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +50,9 @@ class Recorded:
     attempts: int
     detail: str
     next_attempt_at: float | None = None
+    failure: FailedRecipient | None = None  # set when state is "failed": what the DSN says
+    sender: str = ""
+    received_at: float = 0.0
 
 
 @contextmanager
@@ -60,6 +73,7 @@ class Index:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+        self.headers: dict[str, bytes] = {}  # filled by record(): see there
 
     def known_ids(self) -> set[str]:
         return {row[0] for row in self._conn.execute("SELECT id FROM messages")}
@@ -84,7 +98,7 @@ class Index:
         ]
         body_rows = [(m.queue_id, m.body) for m in messages if m.body is not None]
         recipient_rows = [
-            (m.queue_id, idx, rcpt.address, rcpt.mailbox, m.received_at)
+            (m.queue_id, idx, rcpt.address, rcpt.mailbox, m.received_at, rcpt.transport)
             for m in messages
             for idx, rcpt in enumerate(m.envelope.recipients)
         ]
@@ -96,8 +110,8 @@ class Index:
             )
             conn.executemany("INSERT INTO bodies (message_id, data) VALUES (?, ?)", body_rows)
             conn.executemany(
-                "INSERT INTO recipients (message_id, idx, address, mailbox, next_attempt_at)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO recipients (message_id, idx, address, mailbox, next_attempt_at, transport)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
                 recipient_rows,
             )
 
@@ -106,7 +120,7 @@ class Index:
         with transaction(self._conn) as conn:
             rows = conn.execute(
                 "SELECT r.message_id, r.idx, r.address, r.mailbox, m.sender, r.attempts + 1, m.received_at,"
-                " b.data FROM recipients r JOIN messages m ON m.id = r.message_id"
+                " b.data, r.transport FROM recipients r JOIN messages m ON m.id = r.message_id"
                 " LEFT JOIN bodies b ON b.message_id = r.message_id"
                 " WHERE r.state = 'queued' AND r.next_attempt_at <= ? AND m.status = 'active'"
                 " ORDER BY r.next_attempt_at LIMIT ?",
@@ -140,7 +154,8 @@ class Index:
 
         Returns what each outcome became and the deleted messages as (queue id, has a spool file): the
         files are the caller's to unlink, after this commit. Outcomes for recipients no longer queued are
-        ignored.
+        ignored. ``headers`` gets the header section of each inline message with a failed recipient
+        (read before its row goes); spooled messages are the caller's to read.
         """
         recorded: list[Recorded] = []
         touched: dict[str, None] = {}
@@ -150,6 +165,10 @@ class Index:
                 if done is not None:
                     recorded.append(done)
                     touched[outcome.queue_id] = None
+            for queue_id in {item.queue_id for item in recorded if item.failure is not None and item.sender}:
+                row = conn.execute("SELECT data FROM bodies WHERE message_id = ?", (queue_id,)).fetchone()
+                if row is not None:
+                    self.headers[queue_id] = header_section(bytes(row[0]))
             removed = [gone for queue_id in touched if (gone := self._remove_if_done(conn, queue_id))]
         return recorded, removed
 
@@ -164,14 +183,14 @@ class Index:
     ) -> Recorded | None:
         key = (outcome.queue_id, outcome.idx)
         row = conn.execute(
-            "SELECT r.address, r.attempts, m.received_at"
+            "SELECT r.address, r.attempts, m.received_at, m.sender"
             " FROM recipients r JOIN messages m ON m.id = r.message_id"
             " WHERE r.message_id = ? AND r.idx = ? AND r.state = 'queued'",
             key,
         ).fetchone()
         if row is None:
             return None
-        address, attempts, received_at = row[0], int(row[1]), float(row[2])
+        address, attempts, received_at, sender = row[0], int(row[1]), float(row[2]), str(row[3])
         if outcome.result == "delivered":
             conn.execute(
                 "UPDATE recipients SET state = 'delivered', last_error = NULL"
@@ -181,18 +200,30 @@ class Index:
             return Recorded(outcome.queue_id, address, "delivered", attempts, outcome.detail)
         detail = outcome.detail
         retry_at = None
+        expired = False
         if outcome.result == "temporary":
             retry_at = next_attempt_at(
                 attempts=attempts, now=now, received_at=received_at, settings=settings, random=random
             )
             if retry_at is None:
+                expired = True
                 detail = f"expired after {attempts} attempts: {detail}"
         if retry_at is None:
             conn.execute(
                 "UPDATE recipients SET state = 'failed', last_error = ? WHERE message_id = ? AND idx = ?",
                 (detail, *key),
             )
-            return Recorded(outcome.queue_id, address, "failed", attempts, detail)
+            failure = FailedRecipient(
+                address=address,
+                status=_failure_status(outcome, expired=expired),
+                detail=detail,
+                remote_mta=outcome.remote_mta,
+                diagnostic=outcome.diagnostic,
+                expired=expired,
+            )
+            return Recorded(
+                outcome.queue_id, address, "failed", attempts, detail, None, failure, sender, received_at
+            )
         conn.execute(
             "UPDATE recipients SET next_attempt_at = ?, last_error = ? WHERE message_id = ? AND idx = ?",
             (retry_at, detail, *key),
@@ -210,3 +241,11 @@ class Index:
             return None
         row = conn.execute("DELETE FROM messages WHERE id = ? RETURNING spooled", (queue_id,)).fetchone()
         return None if row is None else (queue_id, bool(row[0]))
+
+
+def _failure_status(outcome: Outcome, *, expired: bool) -> str:
+    """The DSN Status of a recipient given up on: the remote server's own code when it gave a permanent
+    one, "4.4.7" (RFC 3463: delivery time expired) for expiry, else 5.0.0 (other undefined status)."""
+    if expired:
+        return outcome.status if outcome.status.startswith("4.") else _EXPIRED_STATUS
+    return outcome.status if outcome.status.startswith("5.") else "5.0.0"

@@ -6,9 +6,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["CommitStats", "DueRecipient", "Envelope", "Outcome", "QueueError", "Recipient", "Result"]
+__all__ = [
+    "CommitStats",
+    "DueRecipient",
+    "Envelope",
+    "FailedMessage",
+    "FailedRecipient",
+    "Outcome",
+    "QueueError",
+    "Recipient",
+    "Result",
+    "Transport",
+]
 
 Result = Literal["delivered", "temporary", "permanent"]
+Transport = Literal["local", "smtp"]  # local: a Maildir on this host; smtp: another domain's MX
 
 
 class QueueError(OSError):
@@ -21,10 +33,12 @@ class QueueError(OSError):
 
 @dataclass(frozen=True, slots=True)
 class Recipient:
-    """One RCPT: the address as the client gave it, and the local mailbox ("user@domain", lower-case)."""
+    """One RCPT: the address as the client gave it, and where it goes: for ``local`` the mailbox
+    ("user@domain", lower-case); for ``smtp`` the remote address (local part kept, domain lower-cased)."""
 
     address: str
     mailbox: str
+    transport: Transport = "local"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,16 +67,55 @@ class DueRecipient:
     attempts: int
     received_at: float
     body: bytes | None = None  # the message itself when it is small enough to live in the index
+    transport: Transport = "local"
+
+    @property
+    def domain(self) -> str:
+        """The domain part of ``mailbox`` (lower case): remote recipients are grouped by it."""
+        return self.mailbox.rpartition("@")[2].lower()
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What one delivery attempt to one recipient came to; ``detail`` is for the log (and later the DSN)."""
+    """What one delivery attempt to one recipient came to; ``detail`` is for the log and the DSN.
+
+    For remote deliveries ``status`` is the enhanced status ("5.1.1"), ``remote_mta`` the host that answered
+    and ``diagnostic`` its reply ("550 5.1.1 No such user"): the DSN's Status, Remote-MTA, Diagnostic-Code.
+    """
 
     queue_id: str
     idx: int
     result: Result
     detail: str = ""
+    status: str = ""
+    remote_mta: str = ""
+    diagnostic: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FailedRecipient:
+    """A recipient given up on (permanent failure or expiry), with what the DSN says about it."""
+
+    address: str
+    status: str  # enhanced status code, e.g. "5.1.1" or "4.4.7" (expired)
+    detail: str
+    remote_mta: str = ""
+    diagnostic: str = ""
+    expired: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FailedMessage:
+    """The recipients of one message that failed for good in one ``Queue.record``: one DSN's worth.
+
+    ``headers`` is the original header section (raw CRLF bytes, bounded) for text/rfc822-headers.
+    """
+
+    queue_id: str
+    sender: str
+    received_at: float
+    recipients: tuple[FailedRecipient, ...]
+    headers: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,8 @@ from pathlib import Path
 from postroom.config.schema import QueueSettings
 from postroom.observe.log import Logger, sanitize
 from postroom.queue.commit import GroupCommitter
-from postroom.queue.index import Index, NewMessage, Recorded
-from postroom.queue.model import CommitStats, DueRecipient, Envelope, Outcome, QueueError
+from postroom.queue.index import HEADERS_MAX, Index, NewMessage, Recorded, header_section
+from postroom.queue.model import CommitStats, DueRecipient, Envelope, FailedMessage, Outcome, QueueError
 from postroom.queue.spool import Spool, SpoolWriter
 from postroom.store import open_database
 
@@ -155,20 +155,54 @@ class Queue:
             with self._lock:
                 Index(self._connection()).release(recipients, now=self._clock())
 
-    def record(self, outcomes: Sequence[Outcome]) -> None:
-        """Applies outcomes in one transaction, then removes finished messages' spool files."""
+    def record(self, outcomes: Sequence[Outcome]) -> list[FailedMessage]:
+        """Applies outcomes in one transaction, then removes finished messages' spool files.
+
+        Returns the recipients given up on in this call (permanent failure or expiry), grouped by message,
+        with the message's original headers, for the caller to bounce. Messages from the null sender are
+        left out: never a bounce for a bounce (RFC 5321 4.5.5).
+        """
         if not outcomes:
-            return
+            return []
         with self._lock:
-            recorded, removed = Index(self._connection()).record(
+            index = Index(self._connection())
+            recorded, removed = index.record(
                 outcomes, now=self._clock(), settings=self._settings, random=self._random
             )
         for item in recorded:
             self._log_recorded(item)
+        failed = self._failed_messages(recorded, index.headers)
         for queue_id, has_file in removed:
             if has_file:
                 self._spool.path(queue_id).unlink(missing_ok=True)
             self._log.info("message.removed", queue_id=queue_id)
+        return failed
+
+    def _failed_messages(
+        self, recorded: Sequence[Recorded], headers: dict[str, bytes]
+    ) -> list[FailedMessage]:
+        grouped: dict[str, list[Recorded]] = {}
+        for item in recorded:
+            if item.failure is not None and item.sender:
+                grouped.setdefault(item.queue_id, []).append(item)
+        return [
+            FailedMessage(
+                queue_id=queue_id,
+                sender=items[0].sender,
+                received_at=items[0].received_at,
+                recipients=tuple(item.failure for item in items if item.failure is not None),
+                headers=headers.get(queue_id) or self._spooled_headers(queue_id),
+            )
+            for queue_id, items in grouped.items()
+        ]
+
+    def _spooled_headers(self, queue_id: str) -> bytes:
+        """The header section from the spool file (read before the file is removed); b"" when gone."""
+        try:
+            with open(self._spool.path(queue_id), "rb") as file:
+                return header_section(file.read(HEADERS_MAX))
+        except OSError:
+            return b""
 
     def _log_recorded(self, item: Recorded) -> None:
         fields = {"queue_id": item.queue_id, "rcpt": sanitize(item.address), "attempts": item.attempts}

@@ -11,6 +11,7 @@ more bytes (RFC 2920), or before anything that waits (the group commit of a mess
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import secrets
 import ssl
@@ -110,6 +111,7 @@ class Session(asyncio.Protocol):
         self._sasl: SaslExchange | None = None
         self._early_tls_data: list[bytes] | None = None  # set while start_tls() is under way
         self._user: str | None = None  # the authenticated mailbox
+        self._trusted_network: bool | None = None  # client in [smtp] relay_networks (worked out once)
 
     # --- asyncio.Protocol ---------------------------------------------------------------------------
 
@@ -323,17 +325,43 @@ class Session(asyncio.Protocol):
         address = event.forward_path
         accounts = self._services.accounts
         if address.domain and not accounts.is_local_domain(address.domain):
-            reply = replies.SOURCE_ROUTE_RELAY_DENIED if event.source_route else replies.RELAY_DENIED
-            raise SmtpError(reply, reason=f"relay denied for {address.domain}")
+            self._add_recipient(self._remote_recipient(event))
+            return self._conn.default_reply(event)
         mailboxes = accounts.resolve(address.local_part, address.domain)
         if not mailboxes:
             raise SmtpError(replies.NO_SUCH_USER, reason="unknown recipient")
         rcpt_text = str(address)
         for mailbox in mailboxes:
-            if mailbox not in self._mailboxes:  # one copy per mailbox, whatever the aliases (RFC 5321 3.3)
-                self._mailboxes.add(mailbox)
-                self._recipients.append(Recipient(address=rcpt_text, mailbox=mailbox))
+            self._add_recipient(Recipient(address=rcpt_text, mailbox=mailbox))
         return self._conn.default_reply(event)
+
+    def _remote_recipient(self, event: events.Rcpt) -> Recipient:
+        """Relaying: only for an authenticated user or a client in [smtp] relay_networks (like Postfix's
+        permit_sasl_authenticated, permit_mynetworks); never by a source route (RFC 5321 4.1.2, 3.6.1)."""
+        address = event.forward_path
+        if not self._may_relay():
+            reply = replies.SOURCE_ROUTE_RELAY_DENIED if event.source_route else replies.RELAY_DENIED
+            raise SmtpError(reply, reason=f"relay denied for {address.domain}")
+        if address.domain.startswith("["):
+            raise SmtpError(replies.RELAY_DENIED, reason="relay to an address literal")
+        remote = f"{address.local_part}@{address.domain.lower()}"
+        return Recipient(address=str(address), mailbox=remote, transport="smtp")
+
+    def _may_relay(self) -> bool:
+        if self._user is not None:
+            return True
+        if self._trusted_network is None:
+            try:
+                client = ipaddress.ip_address(self._client_ip)
+            except ValueError:
+                return False
+            self._trusted_network = any(client in net for net in self._services.smtp.relay_networks)
+        return self._trusted_network
+
+    def _add_recipient(self, recipient: Recipient) -> None:
+        if recipient.mailbox not in self._mailboxes:  # one copy per mailbox, whatever the aliases (3.3)
+            self._mailboxes.add(recipient.mailbox)
+            self._recipients.append(recipient)
 
     def _on_command_error(self, event: events.CommandError) -> Reply:
         self._services.maillog.rejected(

@@ -53,4 +53,9 @@ CREATE TABLE bodies (
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+# Remote delivery: each recipient says how it leaves ("local" Maildir or "smtp" to another domain's MX).
+_V3 = """
+ALTER TABLE recipients ADD COLUMN transport TEXT NOT NULL DEFAULT 'local';
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)

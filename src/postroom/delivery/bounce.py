@@ -1,0 +1,72 @@
+"""Bounces: the recipients ``Queue.record`` gave up on become a DSN queued from ``<>`` to the sender.
+
+It chooses the route of the bounce (local or remote) and queues it; the report itself is dsn.py's.
+Never a bounce for a bounce: ``Queue.record`` leaves out messages from the null sender.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+
+from postroom.delivery.dsn import DsnSettings, build_dsn
+from postroom.observe.log import Logger, sanitize
+from postroom.queue import Envelope, FailedMessage, Queue, QueueError, Recipient
+
+__all__ = ["Bouncer", "route_recipient"]
+
+
+def route_recipient(address: str, *, local_domains: Collection[str]) -> Recipient:
+    """A Recipient for ``address``: local (mailbox lower-cased) when its domain is ours, else smtp (local
+    part kept, domain lower-cased)."""
+    local, _, domain = address.rpartition("@")
+    if domain.lower() in {name.lower() for name in local_domains}:
+        return Recipient(address=address, mailbox=address.lower())
+    return Recipient(address=address, mailbox=f"{local}@{domain.lower()}", transport="smtp")
+
+
+class Bouncer:
+    """Queues one DSN per failed message (on the event loop that runs the queue)."""
+
+    def __init__(
+        self,
+        *,
+        queue: Queue,
+        hostname: str,
+        local_domains: Collection[str],
+        clock: Callable[[], float],
+        log: Logger,
+    ) -> None:
+        self._queue = queue
+        self._hostname = hostname
+        self._local_domains = tuple(local_domains)
+        self._clock = clock
+        self._log = log
+
+    async def bounce(self, failed: Sequence[FailedMessage]) -> None:
+        for message in failed:
+            if not message.sender:  # RFC 5321 4.5.5: never a bounce for a bounce
+                continue
+            try:
+                await self._bounce_one(message)
+            except QueueError as exc:
+                self._log.error("delivery.bounce_failed", queue_id=message.queue_id, error=str(exc))
+
+    async def _bounce_one(self, message: FailedMessage) -> None:
+        settings = DsnSettings(
+            reporting_mta=self._hostname,
+            boundary=f"=_{message.queue_id}",
+            message_id=f"{message.queue_id}.dsn@{self._hostname}",
+        )
+        report = build_dsn(message, settings=settings, now=self._clock())
+        writer = self._queue.open_spool()
+        writer.write(report)
+        recipient = route_recipient(message.sender, local_domains=self._local_domains)
+        envelope = Envelope(sender="", recipients=(recipient,), helo=self._hostname)
+        bounce_id = await self._queue.commit(writer, envelope)
+        self._log.info(
+            "delivery.bounced",
+            queue_id=message.queue_id,
+            dsn_id=bounce_id,
+            sender=sanitize(message.sender),
+            rcpts=len(message.recipients),
+        )
