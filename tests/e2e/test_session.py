@@ -18,6 +18,18 @@ def greeted(server: ServerThread) -> Transcript:
     return t
 
 
+def start_data(t: Transcript) -> None:
+    """EHLO, MAIL, RCPT to alice, DATA: the session is then reading a message."""
+    for command, reply in (
+        ("EHLO c", "250 *"),
+        ("MAIL FROM:<a@example.test>", "250 *"),
+        ("RCPT TO:<alice@postroom.test>", "250 *"),
+        ("DATA", "354 *"),
+    ):
+        t.send(command)
+        t.expect(reply)
+
+
 def test_ehlo_lists_the_extensions(server: ServerThread) -> None:
     with greeted(server) as t:
         t.send("EHLO client.example")
@@ -170,14 +182,7 @@ def test_command_with_bare_lf_is_refused(server: ServerThread) -> None:
 @pytest.mark.parametrize("smuggle", [b"\n.\n", b"\n.\r\n", b"\r.\r", b"\r\n.\n", b"\r\n.\r"])
 def test_smtp_smuggling_never_splits_a_message(server: ServerThread, config: Config, smuggle: bytes) -> None:
     with greeted(server) as t:
-        t.send("EHLO c")
-        t.expect("250 *")
-        t.send("MAIL FROM:<a@example.test>")
-        t.expect("250 *")
-        t.send("RCPT TO:<alice@postroom.test>")
-        t.expect("250 *")
-        t.send("DATA")
-        t.expect("354 *")
+        start_data(t)
         t.send_raw(
             b"Subject: one\r\n\r\nfirst"
             + smuggle
@@ -264,14 +269,7 @@ def test_open_relay_tricks_are_refused_on_the_mx_port(server: ServerThread, rcpt
 @pytest.mark.parametrize("config_overrides", [{"smtp": {"data_timeout": 1}}])
 def test_silent_client_inside_data_is_cut_off(server: ServerThread) -> None:
     with greeted(server) as t:
-        t.send("EHLO c")
-        t.expect("250 *")
-        t.send("MAIL FROM:<a@example.test>")
-        t.expect("250 *")
-        t.send("RCPT TO:<alice@postroom.test>")
-        t.expect("250 *")
-        t.send("DATA")
-        t.expect("354 *")
+        start_data(t)
         t.send_raw(b"Subject: slow\r\n")
         t.expect("421 4.4.2 *")
         t.expect_closed()
@@ -301,14 +299,7 @@ def test_connections_beyond_the_per_ip_cap_get_421(server: ServerThread) -> None
 
 def test_message_over_size_limit_is_552(server: ServerThread) -> None:
     with greeted(server) as t:
-        t.send("EHLO c")
-        t.expect("250 *")
-        t.send("MAIL FROM:<a@example.test>")
-        t.expect("250 *")
-        t.send("RCPT TO:<alice@postroom.test>")
-        t.expect("250 *")
-        t.send("DATA")
-        t.expect("354 *")
+        start_data(t)
         line = b"x" * 998 + b"\r\n"
         chunk = line * 1024  # 1 MiB
         for _ in range(55):  # 55 MB > the 50 MiB default
@@ -319,14 +310,7 @@ def test_message_over_size_limit_is_552(server: ServerThread) -> None:
 
 def test_long_text_line_is_refused_by_default(server: ServerThread) -> None:
     with greeted(server) as t:
-        t.send("EHLO c")
-        t.expect("250 *")
-        t.send("MAIL FROM:<a@example.test>")
-        t.expect("250 *")
-        t.send("RCPT TO:<alice@postroom.test>")
-        t.expect("250 *")
-        t.send("DATA")
-        t.expect("354 *")
+        start_data(t)
         t.send_raw(b"Subject: long\r\n\r\n" + b"y" * 1200 + b"\r\n.\r\n")
         t.expect("550 5.5.6 *")
 
