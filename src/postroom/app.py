@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from postroom.auth.accounts import Accounts
 from postroom.auth.authenticator import Authenticator
 from postroom.auth.sasl import MECHANISMS
+from postroom.auth.throttle import LoginThrottle
 from postroom.config.schema import Config
 from postroom.delivery.bounce import Bouncer
 from postroom.delivery.remote import RemoteCourier
@@ -84,6 +85,7 @@ class App:
             ),
         )
         self._db: sqlite3.Connection | None = None
+        self._throttle_db: sqlite3.Connection | None = None
         self._authenticator: Authenticator | None = None
         self.certificate: CertificatePair | None = None
 
@@ -118,7 +120,11 @@ class App:
             hostname=config.hostname,
         )
         tls = server_context(self.certificate)
-        self._authenticator = Authenticator(accounts=accounts)
+        # The throttle writes from the authenticator's worker threads: a connection of its own.
+        self._throttle_db = open_database(config.database_path)
+        self._authenticator = Authenticator(
+            accounts=accounts, throttle=LoginThrottle(db=self._throttle_db), clock=self.clock
+        )
         smtp = config.smtp
         common = SessionServices(
             hostname=config.hostname,
@@ -180,9 +186,10 @@ class App:
         if self._authenticator is not None:
             self._authenticator.close()
             self._authenticator = None
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        for db in (self._db, self._throttle_db):
+            if db is not None:
+                db.close()
+        self._db = self._throttle_db = None
         self.log.info("server.stopped")
 
 

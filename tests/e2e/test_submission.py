@@ -3,10 +3,13 @@ as yourself. Real TLS handshakes with a trustme CA; real clients (smtplib, swaks
 
 from __future__ import annotations
 
+import base64
 import shutil
 import smtplib
+import sqlite3
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -238,3 +241,30 @@ def test_msmtp_submits(
     assert result.returncode == 0, result.stderr
     (path,) = wait_for(lambda: maildir_messages(_config(tls_server), "bob@postroom.test"), what="delivery")
     assert path.read_bytes().endswith(b"\nvia msmtp\n")
+
+
+def test_wrong_passwords_slow_down_and_a_locked_address_is_refused(
+    tls_server: ServerThread, client_context: ssl.SSLContext
+) -> None:
+    host, port = _address(tls_server, "submission")
+    wrong = "PLAIN " + base64.b64encode(b"\0alice@postroom.test\0bad").decode()
+    right = "PLAIN " + base64.b64encode(f"\0alice@postroom.test\0{PASSWORD}".encode()).decode()
+    with smtplib.SMTP(host, port, timeout=60) as client:
+        client.starttls(context=client_context)
+        client.ehlo("guesser.example")
+        timings = []
+        for _ in range(5):  # three answered at once, then 1 s and 2 s of delay (progressive)
+            started = time.monotonic()
+            assert client.docmd("AUTH", wrong)[0] == 535
+            timings.append(time.monotonic() - started)
+        assert timings[4] >= 1.9  # the fifth failure waited its 2 s
+    # The count is in the database: seed it to the lockout, as after ten failures (or before a restart).
+    db = sqlite3.connect(tls_server.config.database_path)
+    with db:
+        db.execute("UPDATE auth_failures SET failures = 10 WHERE key = 'ip:127.0.0.1'")
+    db.close()
+    with smtplib.SMTP(host, port, timeout=60) as client:
+        client.starttls(context=client_context)
+        client.ehlo("guesser.example")
+        assert client.docmd("AUTH", right) == (454, b"4.7.0 Too many failed logins, try again later")
+    assert "auth.throttled" in tls_server.log_text

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from postroom.auth.accounts import Accounts
-from postroom.auth.authenticator import Authenticator
+from postroom.auth.authenticator import Authenticator, LoginThrottled
 from postroom.auth.sasl import Challenge, Credentials, SaslExchange, start_exchange
 from postroom.config.schema import SmtpSettings
 from postroom.observe.log import Logger, sanitize
@@ -569,8 +569,12 @@ class Session(asyncio.Protocol):
 
     async def _authenticate(self, credentials: Credentials) -> Reply:
         authenticator = self._services.authenticator
-        user = await authenticator.check(credentials) if authenticator is not None else None
         log = self._services.log
+        try:
+            user = await authenticator.check(credentials, ip=self._client_ip) if authenticator else None
+        except LoginThrottled as exc:
+            log.info("auth.throttled", session_id=self.session_id, client=self._client_ip, reason=str(exc))
+            return replies.AUTH_THROTTLED
         if user is None:
             log.info(
                 "auth.failed",

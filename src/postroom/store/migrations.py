@@ -58,4 +58,13 @@ _V3 = """
 ALTER TABLE recipients ADD COLUMN transport TEXT NOT NULL DEFAULT 'local';
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+# Login throttling: failed AUTH attempts per client IP and per account survive a restart.
+_V4 = """
+CREATE TABLE auth_failures (
+    key          TEXT PRIMARY KEY,
+    failures     INTEGER NOT NULL,
+    last_failure REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
