@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import signal
 import sqlite3
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -86,6 +88,7 @@ class App:
         )
         self._db: sqlite3.Connection | None = None
         self._throttle_db: sqlite3.Connection | None = None
+        self._tls: ssl.SSLContext | None = None
         self._authenticator: Authenticator | None = None
         self.certificate: CertificatePair | None = None
 
@@ -119,7 +122,7 @@ class App:
             data_dir=config.data_dir,
             hostname=config.hostname,
         )
-        tls = server_context(self.certificate)
+        tls = self._tls = server_context(self.certificate)
         # The throttle writes from the authenticator's worker threads: a connection of its own.
         self._throttle_db = open_database(config.database_path)
         self._authenticator = Authenticator(
@@ -176,6 +179,19 @@ class App:
             },
         )
 
+    def reload(self) -> bool:
+        """SIGHUP: load the certificate files again (new TLS connections use them; open ones go on).
+        On any error the old certificate stays in use and the error is logged."""
+        if self._tls is None or self.certificate is None:
+            return False
+        try:
+            self._tls.load_cert_chain(self.certificate.cert_file, self.certificate.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            self.log.warning("server.reload_failed", error=str(exc))  # the old certificate stays
+            return False
+        self.log.info("server.reloaded", certificate=str(self.certificate.cert_file))
+        return True
+
     async def stop(self) -> None:
         """Stop in reverse order: no new mail, finish what was acknowledged, then the queue."""
         grace = self.config.smtp.shutdown_grace
@@ -210,7 +226,13 @@ async def serve_forever(config: Config, *, log: Logger, on_ready: Callable[[App]
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    pid_file = config.data_dir / "postroom.pid"
     async with running_app(config, log=log) as app:
-        on_ready(app)
-        await stop.wait()
-        log.info("server.stopping", reason="signal")
+        loop.add_signal_handler(signal.SIGHUP, app.reload)
+        pid_file.write_text(f"{os.getpid()}\n")  # for `postroom reload`
+        try:
+            on_ready(app)
+            await stop.wait()
+            log.info("server.stopping", reason="signal")
+        finally:
+            pid_file.unlink(missing_ok=True)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from postroom import __version__
-from postroom.cli import accounts, init, queue, send, serve
+from postroom.cli import accounts, init, queue, reload, send, serve
 from postroom.cli.errors import CliError
 from postroom.config import Config, ConfigError, load_config
 
@@ -27,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     accounts.register(commands)
     queue.register(commands)
     send.register(commands)
+    reload.register(commands)
     return parser
 
 
