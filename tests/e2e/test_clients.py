@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import smtplib
 import subprocess
 from email.message import EmailMessage
@@ -11,11 +10,10 @@ from email.message import EmailMessage
 import pytest
 
 from postroom.config import Config
+from tests.helpers.peers import needs
 from tests.helpers.server import ServerThread, maildir_messages, wait_for
 
-needs_swaks = pytest.mark.skipif(
-    shutil.which("swaks") is None, reason="swaks is not installed (.ci/run installs it with apt-get)"
-)
+needs_swaks = needs("swaks")
 
 
 def test_smtplib_message_lands_in_maildir_with_trace_headers(server: ServerThread, config: Config) -> None:

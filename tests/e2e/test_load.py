@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import smtplib
-import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -82,4 +81,8 @@ def test_port_is_really_bound_on_loopback(server: ServerThread) -> None:
     host, port = server.address
     assert host == "127.0.0.1"
     assert port > 0
-    socket.create_connection((host, port), timeout=5).close()
+    with Transcript((host, port)) as t:  # a whole conversation: greeting, QUIT, closed by the server
+        t.expect("220 *")
+        t.send("QUIT")
+        t.expect("221 *")
+        t.expect_closed()

@@ -4,7 +4,6 @@ as yourself. Real TLS handshakes with a trustme CA; real clients (smtplib, swaks
 from __future__ import annotations
 
 import base64
-import shutil
 import smtplib
 import sqlite3
 import ssl
@@ -20,12 +19,11 @@ import trustme
 from postroom.app import open_accounts
 from postroom.auth.passwords import hash_password
 from postroom.config import Config
+from tests.helpers.peers import needs
 from tests.helpers.server import ServerThread, maildir_messages, make_config, server_thread, wait_for
 from tests.helpers.transcript import Transcript
 
-needs_swaks = pytest.mark.skipif(
-    shutil.which("swaks") is None, reason="swaks is not installed (.ci/run installs it with apt-get)"
-)
+needs_swaks = needs("swaks")
 PASSWORD = "correct horse battery staple"
 
 
@@ -190,9 +188,7 @@ def test_swaks_submits_with_tls_and_auth(
     assert "250 2.0.0 Ok: queued as" in result.stdout
 
 
-needs_curl = pytest.mark.skipif(
-    shutil.which("curl") is None, reason="curl is not installed (.ci/run installs it)"
-)
+needs_curl = needs("curl")
 
 
 @needs_curl
@@ -219,7 +215,7 @@ def test_curl_submits_with_ssl_reqd(
     assert path.read_bytes().endswith(b"\nvia curl\n")
 
 
-@pytest.mark.skipif(shutil.which("msmtp") is None, reason="msmtp is not installed (.ci/run installs it)")
+@needs("msmtp")
 @pytest.mark.parametrize(("listener", "starttls"), [("submission", "on"), ("submissions", "off")])
 def test_msmtp_submits(
     tls_server: ServerThread, ca: trustme.CA, tmp_path: Path, listener: str, starttls: str

@@ -32,6 +32,7 @@ class SmtpListener:
         self._servers: list[asyncio.Server] = []
         self._sessions: set[Session] = set()
         self._drained = asyncio.Event()
+        self._stopping = False
         self.bound: list[tuple[str, int]] = []
 
     @property
@@ -61,6 +62,8 @@ class SmtpListener:
     def _make_session(self) -> Session:
         session = Session(services=self._services, listener=self.name, on_close=self._session_closed)
         self._sessions.add(session)
+        if self._stopping:  # accepted just as we stopped: it is told 421 and closed at once
+            session.request_shutdown()
         return session
 
     def _session_closed(self, session: Session) -> None:
@@ -68,18 +71,23 @@ class SmtpListener:
         if not self._sessions:
             self._drained.set()
 
+    async def _wait_drained(self, seconds: float) -> None:
+        if self._sessions:
+            self._drained.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), seconds)
+
     async def stop(self, *, grace: float) -> None:
         """Stop accepting; ask sessions to close when idle; after ``grace`` seconds abort the rest."""
+        self._stopping = True
         for server in self._servers:
             server.close()
         for session in list(self._sessions):
             session.request_shutdown()
-        if self._sessions:
-            self._drained.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._drained.wait(), grace)
+        await self._wait_drained(grace)
         for session in list(self._sessions):
             session.abort()
+        await self._wait_drained(1.0)  # let the aborted transports run connection_lost: sockets closed
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()

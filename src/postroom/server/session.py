@@ -119,6 +119,9 @@ class Session(asyncio.Protocol):
         self._transport = typing.cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         peer = self._transport.get_extra_info("peername")
         self._client_ip = str(peer[0]) if peer else "unknown"
+        if self._shutdown_requested:  # accepted while the listener stopped
+            self._close_with(replies.SHUTTING_DOWN, reason="server shutdown")
+            return
         refusal = self._services.limits.acquire(self._client_ip)
         if refusal is not None:
             self._services.maillog.refused_connection(
@@ -177,7 +180,7 @@ class Session(asyncio.Protocol):
     def request_shutdown(self) -> None:
         """Close when idle: now, or as soon as the current transaction has been answered."""
         self._shutdown_requested = True
-        if self.idle and not self._closing:
+        if self._transport is not None and self.idle and not self._closing:
             self._close_with(replies.SHUTTING_DOWN, reason="server shutdown")
 
     def abort(self) -> None:
