@@ -267,15 +267,24 @@ def postroom_config(data_dir: Path, overrides: list[str]) -> str:
 class Postroom:
     """A postroom server in a fresh temporary data folder, for the length of a `with` block."""
 
-    def __init__(self, command: list[str], env: dict[str, str], workdir: Path, overrides: list[str]) -> None:
-        self.command, self.env, self.workdir = command, env, workdir
+    def __init__(
+        self,
+        command: list[str],
+        env: dict[str, str],
+        workdir: Path,
+        overrides: list[str],
+        *,
+        mailbox: str | None = RCPT,
+    ) -> None:
+        self.command, self.env, self.workdir, self.mailbox = command, env, workdir, mailbox
         self.config = workdir / "postroom.toml"
         self.config.write_text(postroom_config(workdir / "data", overrides))
         self.process: subprocess.Popen[bytes] | None = None
         self.address: tuple[str, int] | None = None
 
     def __enter__(self) -> Postroom:
-        self._cli("user", "add", RCPT)
+        if self.mailbox is not None:
+            self._cli("user", "add", self.mailbox)
         out, err = (self.workdir / "serve.out").open("wb"), (self.workdir / "serve.err").open("wb")
         with out, err:
             self.process = subprocess.Popen(
