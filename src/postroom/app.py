@@ -13,21 +13,39 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+from postroom.admin.activity import Activity
+from postroom.admin.api import QueueView
+from postroom.admin.http import AdminServer
+from postroom.admin.password import read_password_hash
 from postroom.auth.accounts import Accounts
 from postroom.auth.authenticator import Authenticator
+from postroom.auth.passwords import verify_password
 from postroom.auth.sasl import MECHANISMS
-from postroom.auth.throttle import LoginThrottle
+from postroom.auth.throttle import LoginThrottle, ThrottleSettings
+from postroom.config.load import ConfigError
 from postroom.config.schema import Config
 from postroom.delivery.bounce import Bouncer
+from postroom.delivery.dkim_keys import DkimKeys
+from postroom.delivery.dkim_sign import DkimSigner
+from postroom.delivery.mta_sts import MtaSts
 from postroom.delivery.remote import RemoteCourier
 from postroom.delivery.router import Router
 from postroom.delivery.scheduler import Scheduler
 from postroom.dns import DnsError, DnsResolver, Resolver
+from postroom.dns.deliverability import domain_findings
 from postroom.mailbox.maildir import Maildirs
 from postroom.observe.log import Logger
 from postroom.observe.maillog import MailLog
+from postroom.observe.metrics import Metrics
+from postroom.policy.connect import AccessLists, ListFileError
+from postroom.policy.dnsbl import DnsblChecker
+from postroom.policy.limits import RateLimits
+from postroom.policy.limitstore import LimitStore
+from postroom.policy.sender_auth import SenderAuth
 from postroom.queue import Queue
+from postroom.server.admission import FrontDoor
 from postroom.server.limits import ConnectionLimits
 from postroom.server.listener import SmtpListener
 from postroom.server.session import SessionServices
@@ -35,7 +53,7 @@ from postroom.server.tls import CertificatePair, ensure_certificate, server_cont
 from postroom.smtp.server import ServerSettings
 from postroom.store.sqlite import open_database
 
-__all__ = ["App", "open_accounts", "running_app", "serve_forever"]
+__all__ = ["LISTEN_FILE", "App", "open_accounts", "running_app", "serve_forever"]
 
 
 def open_accounts(config: Config) -> tuple[Accounts, sqlite3.Connection]:
@@ -65,12 +83,20 @@ class App:
             log=self.log.bind(room="queue"),
         )
         delivery_log = self.log.bind(room="delivery")
-        remote = RemoteCourier(
+        self.dkim_signer = DkimSigner(
+            keys=DkimKeys(config.dkim_dir, selector=config.dkim.selector),
+            settings=config.dkim,
+            log=delivery_log,
+            clock=self.clock,
+        )
+        remote = self.remote = RemoteCourier(
             settings=config.delivery,
             resolver=self._resolver(),
             hostname=config.hostname,
             spool_path=self.queue.spool_path,
             log=delivery_log,
+            signer=self.dkim_signer,
+            mta_sts=self._mta_sts(delivery_log),
         )
         self.scheduler = Scheduler(
             queue=self.queue,
@@ -88,9 +114,26 @@ class App:
         )
         self._db: sqlite3.Connection | None = None
         self._throttle_db: sqlite3.Connection | None = None
+        self._limit_dbs: list[sqlite3.Connection] = []
+        self.rate_limits: RateLimits | None = None
         self._tls: ssl.SSLContext | None = None
         self._authenticator: Authenticator | None = None
         self.certificate: CertificatePair | None = None
+        self.access_lists: AccessLists | None = None  # [policy] allow/deny, read again on SIGHUP
+        self.admin: AdminServer | None = None  # the HTTP listener: dashboard, API, /metrics
+
+    def _rate_limits(self) -> RateLimits:
+        """Rate limits and greylisting over two connections of their own: batches are written from a worker
+        thread (synchronous=NORMAL: a power cut may lose the last batch, never corrupt), reads on the loop."""
+        self._limit_dbs = [open_database(self.config.database_path, durable=False) for _ in range(2)]
+        return RateLimits(
+            settings=self.config.limits,
+            greylist=self.config.greylist,
+            relay_networks=self.config.smtp.relay_networks,
+            store=LimitStore(writer=self._limit_dbs[0], reader=self._limit_dbs[1]),
+            clock=self.clock,
+            log=self.log.bind(room="policy"),
+        )
 
     def _resolver(self) -> Resolver | None:
         """The DNS resolver for remote delivery; None (remote mail waits, logged) when none can be built."""
@@ -100,13 +143,38 @@ class App:
             self.log.warning("dns.unavailable", error=str(exc))
             return None
 
+    def _mta_sts(self, log: Logger) -> MtaSts | None:
+        """MTA-STS policies for remote delivery ([delivery] mta_sts), cached in the data folder."""
+        settings, resolver = self.config.delivery, self._resolver()
+        if not settings.mta_sts or resolver is None:
+            return None
+        return MtaSts(
+            resolver=resolver,
+            cache_file=self.config.data_dir / "mta-sts.json",
+            clock=self.clock,
+            log=log,
+            port=settings.mta_sts_port,
+            ca_file=settings.tls_ca_file,
+        )
+
+    def _sender_auth(self) -> SenderAuth | None:
+        """SPF, DKIM and DMARC for the MX listener ([sender_auth]); None when off or without a resolver."""
+        if not self.config.sender_auth.enabled:
+            return None
+        resolver = self._resolver()
+        if resolver is None:
+            return None
+        return SenderAuth(settings=self.config.sender_auth, resolver=resolver, hostname=self.config.hostname)
+
     @property
     def smtp_address(self) -> tuple[str, int]:
         """The first bound address of the MX listener (tests read the real port here)."""
         return self.address("smtp")
 
     def address(self, listener: str) -> tuple[str, int]:
-        """The first bound address of a listener ("smtp", "submission", "submissions")."""
+        """The first bound address of a listener ("smtp", "submission", "submissions", "admin")."""
+        if listener == "admin" and self.admin is not None and self.admin.bound:
+            return self.admin.bound[0]
         for candidate in self.listeners:
             if candidate.name == listener:
                 return candidate.bound[0]
@@ -125,9 +193,15 @@ class App:
         tls = self._tls = server_context(self.certificate)
         # The throttle writes from the authenticator's worker threads: a connection of its own.
         self._throttle_db = open_database(config.database_path)
+        throttle = LoginThrottle(db=self._throttle_db, settings=ThrottleSettings.from_config(config.auth))
         self._authenticator = Authenticator(
-            accounts=accounts, throttle=LoginThrottle(db=self._throttle_db), clock=self.clock
+            accounts=accounts,
+            throttle=throttle,
+            clock=self.clock,
+            scram_iterations=config.auth.scram_iterations,
         )
+        rate_limits = self.rate_limits = self._rate_limits()
+        await rate_limits.start()
         smtp = config.smtp
         common = SessionServices(
             hostname=config.hostname,
@@ -148,6 +222,7 @@ class App:
             log=self.log.bind(room="smtp"),
             clock=self.clock,
             tls_context=tls,
+            rate_limits=rate_limits,
         )
         submission = dataclasses.replace(
             common,
@@ -161,15 +236,23 @@ class App:
             tls_context=None,
         )
         self.listeners = [
-            SmtpListener(name="smtp", addresses=smtp.listen, services=common),
+            SmtpListener(
+                name="smtp",
+                addresses=smtp.listen,
+                services=dataclasses.replace(common, sender_auth=self._sender_auth()),
+            ),
             SmtpListener(name="submission", addresses=config.submission.listen, services=submission),
             SmtpListener(
                 name="submissions", addresses=config.submissions.listen, services=implicit, implicit_tls=tls
             ),
         ]
+        self._open_front_doors()
         for listener in self.listeners:
             await listener.start()
         await self.scheduler.start()
+        if config.admin.listen:
+            self.admin = self._admin_server()
+            await self.admin.start()
         self.log.info(
             "server.started",
             **{
@@ -179,9 +262,100 @@ class App:
             },
         )
 
+    def _admin_server(self) -> AdminServer:
+        """The admin HTTP listener; metrics and the dashboard's activity are fed by every log event."""
+        config = self.config
+        metrics, activity = Metrics(), Activity(clock=self.clock)
+        self.log.add_listener(metrics.observe)
+        self.log.add_listener(activity.observe)
+
+        def verify(password: str) -> bool | None:  # read each time: `postroom admin passwd` needs no restart
+            password_hash = read_password_hash(config)
+            if password_hash is None:
+                return None
+            return bool(password) and verify_password(password_hash, password)
+
+        return AdminServer(
+            settings=config.admin,
+            metrics=metrics,
+            activity=activity,
+            queue=QueueView(database_path=config.database_path, queue_dir=config.queue_dir, clock=self.clock),
+            verify=verify,
+            log=self.log.bind(room="admin"),
+            clock=self.clock,
+            checks=self._deliverability_checks,
+        )
+
+    async def _deliverability_checks(self) -> list[dict[str, Any]]:
+        """The DNS half of `postroom check`, for the dashboard: MX, SPF, DKIM, DMARC of our domains; PTR."""
+        config, resolver = self.config, self._resolver()
+        if resolver is None:
+            return [{"status": "FAIL", "check": "dns", "subject": "resolver", "message": "no DNS resolver"}]
+        keys = DkimKeys(config.dkim_dir, selector=config.dkim.selector)
+        found = await domain_findings(
+            resolver,
+            hostname=config.hostname,
+            domains=config.local.domains,
+            ip=None,
+            dkim_for=keys.expectation,
+        )
+        return [dataclasses.asdict(finding) for finding in found]
+
+    def _open_front_doors(self) -> None:
+        """[policy]: allow/deny lists, DNSBL/DNSWL, PROXY and greet delay, in front of every listener."""
+        policy = self.config.policy
+        try:
+            self.access_lists = AccessLists(
+                settings=policy,
+                base_dir=self.config.data_dir,
+                listeners=[item.name for item in self.listeners],
+            )
+        except ListFileError as exc:
+            raise ConfigError(f"policy: {exc}") from None
+        resolver = self._resolver() if policy.dnsbl or policy.dnswl else None
+        dnsbl = None
+        if resolver is not None:
+            dnsbl = DnsblChecker(
+                resolver=resolver,
+                blocklists=policy.dnsbl,
+                allowlists=policy.dnswl,
+                timeout=policy.dnsbl_timeout,
+                cache_seconds=policy.dnsbl_cache,
+                clock=self.clock,
+                log=self.log.bind(room="policy"),
+            )
+        for listener in self.listeners:
+            listener.set_front_door(
+                FrontDoor(
+                    access=self.access_lists,
+                    table=policy.listener(listener.name),
+                    dnsbl=dnsbl if listener.name in policy.dnsbl_listeners else None,
+                    dnsbl_reject=policy.dnsbl_reject,
+                    proxy_timeout=policy.proxy_timeout,
+                )
+            )
+
+    def _reload_access_lists(self) -> None:
+        """SIGHUP: read [policy] allow_file and deny_file again; on an error the lists in use stay."""
+        lists = self.access_lists
+        if lists is None or not lists.files:
+            return
+        try:
+            lists.reload()
+        except ListFileError as exc:
+            self.log.warning("policy.reload_failed", error=str(exc))
+            return
+        self.log.info("policy.reloaded", files=" ".join(str(path) for path in lists.files))
+
     def reload(self) -> bool:
         """SIGHUP: load the certificate files again (new TLS connections use them; open ones go on).
-        On any error the old certificate stays in use and the error is logged."""
+        On any error the old certificate stays in use and the error is logged. DKIM keys are read again."""
+        self._reload_access_lists()
+        self.dkim_signer.reload()
+        try:
+            self.log.reopen()  # logrotate moved the log file away: write to a new one by that name
+        except OSError as exc:
+            self.log.warning("log.reopen_failed", error=str(exc))
         if self._tls is None or self.certificate is None:
             return False
         try:
@@ -195,9 +369,18 @@ class App:
     async def stop(self) -> None:
         """Stop in reverse order: no new mail, finish what was acknowledged, then the queue."""
         grace = self.config.smtp.shutdown_grace
+        if self.admin is not None:
+            await self.admin.stop()
+            self.admin = None
         for listener in self.listeners:
             await listener.stop(grace=grace)
+        if self.rate_limits is not None:
+            await self.rate_limits.stop()  # writes the last counts
+        for limit_db in self._limit_dbs:
+            limit_db.close()
+        self._limit_dbs.clear()
         await self.scheduler.stop()
+        await self.remote.close()  # QUIT on the connections kept for reuse
         await self.queue.stop()
         if self._authenticator is not None:
             self._authenticator.close()
@@ -229,6 +412,8 @@ async def serve_forever(config: Config, *, log: Logger, on_ready: Callable[[App]
     pid_file = config.data_dir / "postroom.pid"
     async with running_app(config, log=log) as app:
         loop.add_signal_handler(signal.SIGHUP, app.reload)
+        listen_file = config.data_dir / LISTEN_FILE
+        _write_listen_file(listen_file, app)  # for `postroom sendmail`: where the running server listens
         pid_file.write_text(f"{os.getpid()}\n")  # for `postroom reload`
         try:
             on_ready(app)
@@ -236,3 +421,16 @@ async def serve_forever(config: Config, *, log: Logger, on_ready: Callable[[App]
             log.info("server.stopping", reason="signal")
         finally:
             pid_file.unlink(missing_ok=True)
+            listen_file.unlink(missing_ok=True)
+
+
+LISTEN_FILE = "postroom.listen"
+
+
+def _write_listen_file(path: os.PathLike[str], app: App) -> None:
+    """One line per bound address, "name host:port" (ports as bound, so port 0 in the config works)."""
+    lines = [f"{item.name} {host}:{port}\n" for item in app.listeners for host, port in item.bound]
+    temporary = f"{os.fspath(path)}.tmp"
+    with open(temporary, "w") as file:
+        file.writelines(lines)
+    os.replace(temporary, path)

@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import pty
+import select
 import smtplib
 import subprocess
 import sys
@@ -127,7 +130,9 @@ def test_list_json_is_one_object_per_message(setup: tuple[Config, Path]) -> None
         False,
     )
     (recipient,) = one["recipients"]
-    assert set(recipient) == {"address", "mailbox", "state", "attempts", "next_attempt_at", "last_error"}
+    assert set(recipient) == {
+        "address", "mailbox", "state", "attempts", "next_attempt_at", "last_error", "claimed_until"
+    }
     assert (recipient["state"], recipient["attempts"], recipient["last_error"]) == (
         "deferred",
         1,
@@ -296,3 +301,40 @@ def test_queue_commands_on_the_data_folder_of_a_running_server(tmp_path: Path) -
         assert server.process.poll() is None
         assert server.terminate() == 0
     assert "Traceback" not in "".join(server.output)
+
+
+def test_a_bulk_change_shows_its_progress_on_a_terminal_only(setup: tuple[Config, Path]) -> None:
+    config, config_file = setup
+    fill_queue(config, *[("a@example.test", ("b@example.test",))] * 3)
+    # stderr on a terminal (a pseudo-terminal here): rich draws a live count there, stdout keeps the summary
+    controller, terminal = pty.openpty()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "postroom", "-c", str(config_file), "queue", "hold", "--all"],
+            cwd=config_file.parent,
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            timeout=60,
+            check=False,
+        )
+        os.close(terminal)
+        terminal = -1
+        drawn = b""
+        while select.select([controller], [], [], 0.5)[0]:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: the terminal's other side is closed and drained
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    finally:
+        os.close(controller)
+        if terminal >= 0:
+            os.close(terminal)
+    assert result.returncode == 0
+    assert result.stdout.decode() == "held 3 messages\n"
+    assert b"messages held: 3" in drawn
+    # not a terminal: no progress at all
+    released = postroom(config_file, "queue", "release", "--all")
+    assert (released.stdout, released.stderr) == ("released 3 messages\n", "")

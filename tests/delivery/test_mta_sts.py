@@ -3,9 +3,6 @@ policy server on loopback with a certificate for mta-sts.<domain>."""
 
 from __future__ import annotations
 
-import http.server
-import ssl
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,6 +10,7 @@ import pytest
 import trustme
 from tests.helpers.dns import DnsServer
 from tests.helpers.fakes import FakeClock, Records
+from tests.helpers.https import PolicyServer
 
 from postroom.config.schema import DnsSettings
 from postroom.delivery.mta_sts import MtaSts, Policy, PolicyError, parse_policy, parse_sts_record
@@ -85,54 +83,15 @@ def test_mx_patterns_match_exactly_one_label_for_a_wildcard() -> None:
 # --- discovery, fetch and cache over real DNS and HTTPS ----------------------------------------------------
 
 
-class _PolicyServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, context: ssl.SSLContext) -> None:
-        super().__init__(("127.0.0.1", 0), _PolicyHandler)
-        self.socket = context.wrap_socket(self.socket, server_side=True)
-        self.body = POLICY
-        self.status = 200
-        self.content_type = "text/plain"
-        self.requests: list[str] = []
-
-
-class _PolicyHandler(http.server.BaseHTTPRequestHandler):
-    server: _PolicyServer
-
-    def do_GET(self) -> None:
-        self.server.requests.append(f"{self.headers['Host']}{self.path}")
-        body = self.server.body.encode()
-        self.send_response(self.server.status)
-        self.send_header("Content-Type", self.server.content_type)
-        if self.server.status in (301, 302):
-            self.send_header("Location", "https://elsewhere.test/")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def ca() -> trustme.CA:
     return trustme.CA()
 
 
 @pytest.fixture
-def policy_server(ca: trustme.CA) -> Iterator[_PolicyServer]:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("mta-sts.remote.test").configure_cert(context)
-    server = _PolicyServer(context)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+def policy_server(ca: trustme.CA) -> Iterator[PolicyServer]:
+    with PolicyServer.running(ca, "mta-sts.remote.test", POLICY) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 @pytest.fixture
@@ -149,7 +108,7 @@ MakeSts = Callable[..., MtaSts]
 def make_sts(
     *,
     dns_server: DnsServer,
-    policy_server: _PolicyServer,
+    policy_server: PolicyServer,
     ca_file: Path,
     tmp_path: Path,
     clock: FakeClock,
@@ -182,7 +141,7 @@ def published(dns_server: DnsServer) -> DnsServer:
 async def test_a_published_policy_is_fetched_over_https_and_cached(
     make_sts: MakeSts,
     published: DnsServer,
-    policy_server: _PolicyServer,
+    policy_server: PolicyServer,
 ) -> None:
     sts = make_sts()
     policy = await sts.policy("Remote.test")
@@ -197,7 +156,7 @@ async def test_a_published_policy_is_fetched_over_https_and_cached(
 async def test_a_new_id_or_an_expired_policy_is_fetched_again(
     make_sts: MakeSts,
     published: DnsServer,
-    policy_server: _PolicyServer,
+    policy_server: PolicyServer,
     clock: FakeClock,
 ) -> None:
     sts = make_sts()
@@ -213,7 +172,7 @@ async def test_a_new_id_or_an_expired_policy_is_fetched_again(
 async def test_the_cache_survives_a_restart_and_outlives_a_failing_fetch(
     make_sts: MakeSts,
     published: DnsServer,
-    policy_server: _PolicyServer,
+    policy_server: PolicyServer,
     records: Records,
 ) -> None:
     await make_sts().policy("remote.test")
@@ -240,7 +199,7 @@ async def test_the_cache_survives_a_restart_and_outlives_a_failing_fetch(
 async def test_a_bad_fetch_gives_no_policy(
     make_sts: MakeSts,
     published: DnsServer,
-    policy_server: _PolicyServer,
+    policy_server: PolicyServer,
     records: Records,
     response: tuple[int, str, str],
 ) -> None:
@@ -264,7 +223,7 @@ async def test_a_certificate_not_valid_for_the_policy_host_gives_no_policy(
 async def test_no_record_means_no_policy_and_no_fetch(
     make_sts: MakeSts,
     dns_server: DnsServer,
-    policy_server: _PolicyServer,
+    policy_server: PolicyServer,
 ) -> None:
     assert await make_sts().policy("remote.test") is None
     assert policy_server.requests == []
@@ -273,7 +232,7 @@ async def test_no_record_means_no_policy_and_no_fetch(
 async def test_mode_none_withdraws_a_policy(
     make_sts: MakeSts,
     published: DnsServer,
-    policy_server: _PolicyServer,
+    policy_server: PolicyServer,
 ) -> None:
     policy_server.body = "version: STSv1\nmode: none\nmax_age: 86400\n"
     assert await make_sts().policy("remote.test") is None

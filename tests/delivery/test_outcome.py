@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import ssl
 
 import pytest
 
@@ -89,3 +90,11 @@ def test_connection_failures_and_protocol_errors() -> None:
     too_big = LocalProtocolError(replies.REMOTE_MESSAGE_TOO_BIG, reason="over SIZE")
     assert (classify(too_big), status_of(too_big)) == ("permanent", "5.3.4")
     assert classify(MailLoopError("loop")) == "permanent"
+
+
+def test_tls_failures_are_temporary_though_a_verify_failure_is_also_a_value_error() -> None:
+    unverified = ssl.SSLCertVerificationError(1, "certificate verify failed: self-signed certificate")
+    assert isinstance(unverified, ValueError)
+    outcome = failed(REMOTE, unverified, remote_mta="mx")
+    assert (outcome.result, outcome.status) == ("temporary", "4.4.1")
+    assert classify(ssl.SSLError(1, "handshake failure")) == "temporary"

@@ -272,7 +272,8 @@ def test_a_4xx_is_retried_then_delivered(
     tmp_path: Path, dns_server: DnsServer, scripted: ScriptedSmtp
 ) -> None:
     dns_server.add("scripted.test", "MX", "5 mx.scripted.test.").add("mx.scripted.test", "A", "127.0.0.5")
-    config = _sender_config(tmp_path, dns_server, scripted.port)
+    # connection_idle 0: the retry opens a connection of its own (reuse is tested in test_connection_reuse)
+    config = _sender_config(tmp_path, dns_server, scripted.port, delivery={"connection_idle": 0})
     with server_thread(config) as sender:
         inject(sender, "carol@scripted.test", body=_message("second time lucky"))
         wait_for(lambda: scripted.bodies, what="the retry to deliver")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import smtplib
 import socket
 import ssl
 import subprocess
@@ -55,3 +57,25 @@ def test_reload_swaps_the_certificate_without_a_restart(tmp_path: Path) -> None:
     )  # fmt: skip
     assert stopped.returncode == 69
     assert stopped.stderr.startswith("postroom: no running server for ")
+
+
+def test_reload_reopens_the_log_file_after_logrotate_moved_it(tmp_path: Path) -> None:
+    config, config_file = write_config(tmp_path)
+    log_file = config.log_file
+    with serve_process(config_file) as served:
+        wait_for(lambda: log_file.exists() and "server.started" in log_file.read_text(), what="the log file")
+        rotated = log_file.with_name("postroom.log.1")
+        log_file.rename(rotated)  # what logrotate does before it signals the server
+        result = subprocess.run(
+            [sys.executable, "-m", "postroom", "-c", str(config_file), "reload"],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        wait_for(log_file.exists, what="a new log file after the reload")
+        with smtplib.SMTP(*served.address, timeout=10) as client:
+            client.sendmail("a@example.test", ["postmaster@postroom.test"], b"Subject: rotated\r\n\r\nhi\r\n")
+        fresh = wait_for(lambda: "queued" in log_file.read_text() and log_file.read_text(), what="new lines")
+        assert served.terminate() == 0
+    assert "server.started" in rotated.read_text()
+    assert "server.started" not in fresh
+    assert all(json.loads(line)["event"] for line in fresh.splitlines())

@@ -76,7 +76,7 @@ def test_starttls_then_auth_plain_then_send_as_self(
         assert not client.has_extn("auth")  # never a password in the clear (RFC 4954 4)
         client.starttls(context=client_context)
         client.ehlo("laptop.example")
-        assert client.esmtp_features["auth"].split() == ["PLAIN", "LOGIN"]
+        assert client.esmtp_features["auth"].split() == ["PLAIN", "LOGIN", "SCRAM-SHA-256"]
         client.login("alice@postroom.test", PASSWORD)
         client.sendmail("alice@postroom.test", ["bob@postroom.test"], b"Subject: hi\r\n\r\nfrom alice\r\n")
     (path,) = wait_for(lambda: maildir_messages(_config(tls_server), "bob@postroom.test"), what="delivery")

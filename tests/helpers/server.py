@@ -35,6 +35,10 @@ def _config_data(tmp_path: Path, sections: dict[str, Any]) -> dict[str, Any]:
         # No test may ask the system's resolvers: without a dns_server, lookups go to a loopback port where
         # nothing answers, and fail (temporarily) there.
         "dns": {"nameservers": ["127.0.0.1:9"], "timeout": 1},
+        # No SPF/DKIM/DMARC unless a test asks (their lookups would wait on that port): sender_auth={...}.
+        "sender_auth": {"enabled": False},
+        # No admin HTTP listener unless a test asks: admin={"listen": "127.0.0.1:0"}.
+        "admin": {"listen": []},
     }
     for name, values in sections.items():
         if isinstance(values, dict):

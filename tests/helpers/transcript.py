@@ -10,8 +10,11 @@ import time
 class Transcript:
     """``t.send("MAIL FROM:<a@b>"); t.expect("250 2.1.0 *")``; every wait bounded by ``timeout``."""
 
-    def __init__(self, address: tuple[str, int], *, timeout: float = 10.0) -> None:
-        self.sock = socket.create_connection(address, timeout=timeout)
+    def __init__(self, address: tuple[str, int], *, timeout: float = 10.0, source: str | None = None) -> None:
+        """``source``: the local address to connect from (any of 127.0.0.0/8 plays another client)."""
+        self.sock = socket.create_connection(
+            address, timeout=timeout, source_address=(source, 0) if source else None
+        )
         self.timeout = timeout
         self._buffer = b""
 

@@ -254,6 +254,19 @@ async def test_hold_all_in_batches(tmp_path: Path, queue: Queue, clock: FakeCloc
     assert [d.queue_id for d in queue.claim_due(limit=10)] == [ids[2]]
 
 
+async def test_bulk_changes_report_their_running_count_after_each_batch(
+    tmp_path: Path, queue: Queue, clock: FakeClock
+) -> None:
+    for _ in range(5):
+        await put(queue, BODY)
+    counts: list[int] = []
+    conn = open_database(tmp_path / "postroom.db")
+    bulk = QueueAdmin(conn=conn, queue_dir=tmp_path / "queue", clock=clock, batch=2, progress=counts.append)
+    with bulk:
+        assert bulk.hold(Selection()) == 5
+    assert counts == [2, 4, 5, 5]  # two rows a transaction, then the empty batch that ends the run
+
+
 # --- delete --------------------------------------------------------------------------------------------
 
 

@@ -189,7 +189,8 @@ def test_mail_tolerates_one_space_after_colon_and_any_case() -> None:
         ("FROM:<a@b.test> BODY=9BIT", replies.BAD_BODY_PARAMETER),
         ("FROM:<a@b.test> SMTPUTF8=yes", replies.PARAMETER_SYNTAX),
         ("FROM:<a@b.test> AUTH", replies.PARAMETER_SYNTAX),
-        ("FROM:<a@b.test> RET=FULL", replies.UNKNOWN_PARAMETER),
+        ("FROM:<a@b.test> RET=BODY", replies.BAD_RET_PARAMETER),
+        ("FROM:<a@b.test> X-RET=FULL", replies.UNKNOWN_PARAMETER),
     ],
 )
 def test_mail_refusals(args: str, reply: Reply) -> None:
@@ -198,7 +199,7 @@ def test_mail_refusals(args: str, reply: Reply) -> None:
 
 def test_rcpt_with_null_path_or_parameters_is_refused() -> None:
     assert refusal(parse_rcpt, "TO:<>") == replies.BAD_RECIPIENT_ADDRESS
-    assert refusal(parse_rcpt, "TO:<a@b.test> NOTIFY=NEVER") == replies.UNKNOWN_PARAMETER
+    assert refusal(parse_rcpt, "TO:<a@b.test> X-NOTIFY=NEVER") == replies.UNKNOWN_PARAMETER
     assert refusal(parse_rcpt, "FROM:<a@b.test>") == replies.RCPT_SYNTAX
 
 

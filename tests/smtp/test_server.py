@@ -85,6 +85,7 @@ def test_ehlo_lists_the_extensions(talk: Talker) -> None:
         "250-8BITMIME",
         "250-SMTPUTF8",
         "250-ENHANCEDSTATUSCODES",
+        "250-DSN",
         "250-CHUNKING",
         "250 BINARYMIME",
     ]
@@ -107,6 +108,7 @@ def test_ehlo_keywords_follow_settings_and_tls() -> None:
         "8BITMIME",
         "SMTPUTF8",
         "ENHANCEDSTATUSCODES",
+        "DSN",
         "STARTTLS",
     ]
     plain_auth = ServerConnection(
@@ -459,6 +461,20 @@ def test_recipients_over_the_limit_are_452_4_5_3_and_not_counted_as_errors(talk:
         assert t.say("RCPT TO:<z@y.test>") == str(replies.TOO_MANY_RECIPIENTS)
     assert not t.conn.closed
     assert t.conn.recipient_count == 2
+
+
+def test_greylisting_and_rate_replies_451_4_7_1_are_not_counted_as_errors(talk: Talker) -> None:
+    t = talk(max_errors=1)
+    t.ehlo_and_envelope()
+    greylisted = Reply(451, Status(4, 7, 1), "Greylisted: please try again later")
+    for _ in range(3):
+        t.conn.receive_data(b"RCPT TO:<new@rcpt.test>\r\n")
+        event = t.conn.next_event()
+        assert isinstance(event, Rcpt)
+        assert t.conn.send(greylisted) == greylisted.to_bytes()
+    assert not t.conn.closed
+    assert t.say("BOGUS") == str(replies.SYNTAX_ERROR)  # the first real error is still counted
+    assert t.say("BOGUS") == str(replies.TOO_MANY_ERRORS)
 
 
 def test_error_limit_turns_the_next_error_into_421_and_closes(talk: Talker) -> None:

@@ -113,9 +113,15 @@ class Accounts:
         row = self._db.execute("SELECT password_hash FROM mailboxes WHERE address = ?", (address,)).fetchone()
         return None if row is None else row[0]
 
+    def scram_secrets(self, address: str) -> str | None:
+        """The SCRAM-SHA-256 secrets kept for the mailbox's password (scram.py's encoded form), or None."""
+        row = self._db.execute("SELECT scram_sha256 FROM mailboxes WHERE address = ?", (address,)).fetchone()
+        return None if row is None else row[0]
+
     # --- changes (the CLI) ------------------------------------------------------------------------
 
-    def add_mailbox(self, address: str, *, password_hash: str | None = None) -> str:
+    def add_mailbox(self, address: str, *, password_hash: str | None = None, scram: str | None = None) -> str:
+        """``scram``: SCRAM-SHA-256 secrets for the same password (scram.py), or None (no SCRAM login)."""
         local, domain = split_address(address)
         self._require_local(domain)
         normalized = f"{local}@{domain}"
@@ -123,16 +129,19 @@ class Accounts:
             if self._exists(normalized):
                 raise AccountError(f"{normalized} already exists")
             self._db.execute(
-                "INSERT INTO mailboxes (address, password_hash, created_at) VALUES (?, ?, ?)",
-                (normalized, password_hash, time.time()),
+                "INSERT INTO mailboxes (address, password_hash, scram_sha256, created_at)"
+                " VALUES (?, ?, ?, ?)",
+                (normalized, password_hash, scram, time.time()),
             )
         return normalized
 
-    def set_password(self, address: str, password_hash: str) -> None:
+    def set_password(self, address: str, password_hash: str, *, scram: str | None = None) -> None:
+        """Replaces both forms: old SCRAM secrets never outlive the password they were made from."""
         normalized = "@".join(split_address(address))
         with self._db:
             cursor = self._db.execute(
-                "UPDATE mailboxes SET password_hash = ? WHERE address = ?", (password_hash, normalized)
+                "UPDATE mailboxes SET password_hash = ?, scram_sha256 = ? WHERE address = ?",
+                (password_hash, scram, normalized),
             )
         if cursor.rowcount == 0:
             raise AccountError(f"no mailbox {normalized}")

@@ -1,4 +1,5 @@
-"""SASL exchanges for SMTP AUTH (RFC 4954) as pure state machines: PLAIN (RFC 4616) and LOGIN.
+"""SASL exchanges for SMTP AUTH (RFC 4954) as pure state machines: PLAIN (RFC 4616) and LOGIN, and the
+steps every exchange answers with (SCRAM-SHA-256's own exchange is in scram.py).
 
 An exchange is fed the client's initial response and each later response (base64 text) and answers with
 the next challenge, the credentials to check, or why the exchange is malformed. No I/O, no password check.
@@ -11,9 +12,23 @@ import binascii
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["MECHANISMS", "Challenge", "Credentials", "Malformed", "SaslExchange", "start_exchange"]
+__all__ = [
+    "MECHANISMS",
+    "Acknowledgement",
+    "Challenge",
+    "Credentials",
+    "Malformed",
+    "SaslExchange",
+    "ScramProof",
+    "Step",
+    "Unsupported",
+    "Verified",
+    "start_exchange",
+]
 
-MECHANISMS = ("PLAIN", "LOGIN")
+# Offered after TLS only. SCRAM-SHA-256 (RFC 7677) is started by Authenticator.start_exchange: it needs the
+# stored secrets. SCRAM-SHA-256-PLUS is not offered (no channel binding).
+MECHANISMS = ("PLAIN", "LOGIN", "SCRAM-SHA-256")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +57,35 @@ class Malformed:
     reason: str
 
 
-Step = Challenge | Credentials | Malformed
+@dataclass(frozen=True, slots=True, repr=False)
+class ScramProof:
+    """A SCRAM client-final message checked against the user's stored secrets (scram.py): ``valid`` says
+    whether the proof matched. ``server_final`` (base64, "v=...") goes to the client only after the
+    throttle let the login through (RFC 4954 4: in a 334, before the 235)."""
+
+    username: str
+    valid: bool
+    server_final: str = ""
+
+    def __repr__(self) -> str:
+        return f"ScramProof(username={self.username!r}, valid={self.valid})"
+
+
+@dataclass(frozen=True, slots=True)
+class Unsupported:
+    """The client asked for a part of the mechanism that is not offered here (SCRAM channel binding)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """The exchange is complete and ``user`` (a mailbox address) is authenticated: answer 235."""
+
+    user: str
+
+
+Step = Challenge | Credentials | ScramProof | Verified | Unsupported | Malformed
 
 
 class SaslExchange(Protocol):
@@ -50,8 +93,11 @@ class SaslExchange(Protocol):
 
 
 def start_exchange(mechanism: str, initial_response: str | None) -> tuple[SaslExchange, Step]:
-    """The exchange for ``mechanism`` (one of MECHANISMS) and its first step."""
-    exchange: _Plain | _Login = _Plain() if mechanism.upper() == "PLAIN" else _Login()
+    """The exchange for PLAIN or LOGIN and its first step (SCRAM-SHA-256: Authenticator.start_exchange)."""
+    name = mechanism.upper()
+    if name not in ("PLAIN", "LOGIN"):
+        raise ValueError(f"{mechanism} is not a password mechanism")
+    exchange: _Plain | _Login = _Plain() if name == "PLAIN" else _Login()
     if initial_response is None:
         return exchange, exchange.first_challenge()
     return exchange, exchange.step(initial_response)
@@ -106,3 +152,16 @@ class _Login:
         if not text:
             return Malformed("LOGIN needs a password")
         return Credentials(username=self._username, password=text)
+
+
+class Acknowledgement:
+    """RFC 4954 4: the server's additional data with success (SCRAM's server-final message) is sent in a 334;
+    the client answers with an empty line, and only then is the login complete."""
+
+    def __init__(self, user: str) -> None:
+        self._user = user
+
+    def step(self, response: str) -> Step:
+        if response not in ("", "="):
+            return Malformed("expected an empty response to the server's final SASL message")
+        return Verified(self._user)

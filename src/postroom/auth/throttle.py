@@ -10,6 +10,8 @@ import sqlite3
 import threading
 from dataclasses import dataclass
 
+from postroom.config.schema import AuthSettings
+
 __all__ = ["LoginThrottle", "ThrottleSettings", "Verdict"]
 
 
@@ -19,6 +21,16 @@ class ThrottleSettings:
     max_delay: float = 8.0  # seconds; the delay doubles per failure beyond the free ones
     lockout_failures: int = 10  # from here on: refused (454 4.7.0) until the window passes
     window: float = 900.0  # seconds after the last failure when the count starts over
+
+    @classmethod
+    def from_config(cls, auth: AuthSettings) -> ThrottleSettings:
+        """The [auth] section's throttle_* keys."""
+        return cls(
+            free_failures=auth.throttle_free_failures,
+            max_delay=auth.throttle_max_delay,
+            lockout_failures=auth.throttle_lockout_failures,
+            window=auth.throttle_window,
+        )
 
 
 @dataclass(frozen=True, slots=True)

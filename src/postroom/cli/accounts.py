@@ -10,6 +10,7 @@ from typing import Any
 from postroom.app import open_accounts
 from postroom.auth.accounts import AccountError
 from postroom.auth.passwords import hash_password
+from postroom.auth.scram import make_secrets
 from postroom.cli.errors import CliError
 from postroom.config import Config
 
@@ -72,14 +73,27 @@ def _read_password(args: argparse.Namespace) -> str | None:
     return password or None
 
 
+def _scram(password: str, config: Config) -> str | None:
+    """SCRAM-SHA-256 secrets for the password, kept beside its argon2id hash."""
+    secrets = make_secrets(password, iterations=config.auth.scram_iterations)
+    if secrets is None:
+        print(
+            "note: SCRAM-SHA-256 cannot use this password (SASLprep refuses it); PLAIN and LOGIN can",
+            file=sys.stderr,
+        )
+        return None
+    return secrets.encode()
+
+
 def user_add(args: argparse.Namespace, config: Config) -> int:
     password = _read_password(args)
     if args.password_stdin and password is None:
         raise CommandError("no password on standard input")
     password_hash = hash_password(password) if password else None
+    scram = _scram(password, config) if password else None
 
     def action(accounts: Any) -> None:
-        print(f"added {accounts.add_mailbox(args.address, password_hash=password_hash)}")
+        print(f"added {accounts.add_mailbox(args.address, password_hash=password_hash, scram=scram)}")
 
     return _run(config, action)
 
@@ -88,7 +102,8 @@ def user_passwd(args: argparse.Namespace, config: Config) -> int:
     password = _read_password(args)
     if password is None:
         raise CommandError("no password given")
-    return _run(config, lambda accounts: accounts.set_password(args.address, hash_password(password)))
+    password_hash, scram = hash_password(password), _scram(password, config)
+    return _run(config, lambda accounts: accounts.set_password(args.address, password_hash, scram=scram))
 
 
 def user_list(args: argparse.Namespace, config: Config) -> int:

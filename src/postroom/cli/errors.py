@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-__all__ = ["EX_NOPERM", "EX_NOUSER", "EX_PROTOCOL", "EX_TEMPFAIL", "EX_UNAVAILABLE", "EX_USAGE", "CliError"]
+__all__ = [
+    "EX_DATAERR",
+    "EX_NOPERM",
+    "EX_NOUSER",
+    "EX_PROTOCOL",
+    "EX_TEMPFAIL",
+    "EX_UNAVAILABLE",
+    "EX_USAGE",
+    "CliError",
+]
 
 # sysexits.h: what scripts and cron look at
 EX_USAGE = 64
+EX_DATAERR = 65
 EX_NOUSER = 67
 EX_UNAVAILABLE = 69
 EX_TEMPFAIL = 75

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from postroom import __version__
-from postroom.cli import accounts, init, queue, reload, send, serve
+from postroom.cli import accounts, admin, check, dkim, init, queue, reload, send, sendmail, serve, trace
 from postroom.cli.errors import CliError
 from postroom.config import Config, ConfigError, load_config
 
@@ -28,6 +28,11 @@ def _parser() -> argparse.ArgumentParser:
     queue.register(commands)
     send.register(commands)
     reload.register(commands)
+    admin.register(commands)
+    dkim.register(commands)
+    trace.register(commands)
+    check.register(commands)
+    sendmail.register(commands)
     return parser
 
 

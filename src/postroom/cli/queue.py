@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from postroom.cli import queue_bounce
 from postroom.cli.accounts import CommandError
 from postroom.config import Config
 from postroom.queue.admin import (
@@ -65,6 +66,7 @@ def register(commands: Any) -> None:
         action.add_argument("--all", action="store_true", help="every message (narrowed by the filters)")
         _add_filters(action)
         action.set_defaults(handler=handler)
+    queue_bounce.register(queue)
 
 
 def _add_filters(parser: argparse.ArgumentParser) -> None:
@@ -97,9 +99,32 @@ def _refusals(handler: Handler) -> Handler:
 
 
 @contextmanager
-def _admin(config: Config) -> Iterator[QueueAdmin]:
-    with open_queue_admin(database_path=config.database_path, queue_dir=config.queue_dir) as admin:
+def _admin(config: Config, *, changing: str = "") -> Iterator[QueueAdmin]:
+    """The queue, opened for one command; ``changing`` names what a bulk change does, for its progress."""
+    with (
+        _progress(changing) as progress,
+        open_queue_admin(
+            database_path=config.database_path, queue_dir=config.queue_dir, progress=progress
+        ) as admin,
+    ):
         yield admin
+
+
+@contextmanager
+def _progress(doing: str) -> Iterator[Callable[[int], None] | None]:
+    """A live count of a bulk change on stderr (rich) when stderr is a terminal; nothing otherwise."""
+    if not doing or not sys.stderr.isatty():
+        yield None
+        return
+    # imported here: every `postroom` command (sendmail from cron too) would pay for rich otherwise
+    from rich.console import Console  # noqa: PLC0415
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+
+    count_text = TextColumn("{task.description}: {task.completed:,.0f}")
+    columns = (SpinnerColumn(), count_text, TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(doing, total=None)
+        yield lambda count: bar.update(task, completed=count)
 
 
 def _filters(args: argparse.Namespace) -> Selection:
@@ -220,7 +245,7 @@ def flush_command(args: argparse.Namespace, config: Config) -> int:
 
 
 def _retry(selection: Selection, config: Config) -> int:
-    with _admin(config) as admin:
+    with _admin(config, changing="recipients made due") as admin:
         count = admin.retry(selection)
     if count:
         poll = f"{config.delivery.poll_interval:g}s"
@@ -236,7 +261,7 @@ def _retry(selection: Selection, config: Config) -> int:
 @_refusals
 def hold_command(args: argparse.Namespace, config: Config) -> int:
     selection = _selection(args)
-    with _admin(config) as admin:
+    with _admin(config, changing="messages held") as admin:
         count = admin.hold(selection)
     print(f"held {_count(count, 'message')}{_unchanged(selection, count, 'held')}")
     return 0
@@ -245,7 +270,7 @@ def hold_command(args: argparse.Namespace, config: Config) -> int:
 @_refusals
 def release_command(args: argparse.Namespace, config: Config) -> int:
     selection = _selection(args)
-    with _admin(config) as admin:
+    with _admin(config, changing="messages released") as admin:
         count = admin.release(selection)
     print(f"released {_count(count, 'message')}{_unchanged(selection, count, 'active')}")
     return 0
@@ -254,7 +279,7 @@ def release_command(args: argparse.Namespace, config: Config) -> int:
 @_refusals
 def delete_command(args: argparse.Namespace, config: Config) -> int:
     selection = _selection(args)
-    with _admin(config) as admin:
+    with _admin(config, changing="messages deleted") as admin:
         deleted = admin.delete(selection)
     print(f"deleted {_count(deleted.messages, 'message')}")
     for stray in deleted.stray_files:
@@ -309,6 +334,7 @@ def _recipient_json(recipient: RecipientView) -> dict[str, Any]:
         "attempts": recipient.attempts,
         "next_attempt_at": None if recipient.next_attempt_at is None else int(recipient.next_attempt_at),
         "last_error": recipient.last_error,
+        "claimed_until": None if recipient.claimed_until is None else int(recipient.claimed_until),
     }
 
 
@@ -324,7 +350,7 @@ def format_age(seconds: float) -> str:
 def _attempts(recipient: RecipientView, now: float) -> str:
     """ "2 attempts, next in 5m"; a claim without an outcome yet: "attempt 1 under way, lease ends in 9m"."""
     when = _until(recipient.next_attempt_at, now)
-    if recipient.state == "queued":  # attempted, yet no outcome recorded: a delivery holds it right now
+    if recipient.in_delivery(now):  # claimed, no outcome recorded yet: a delivery holds it right now
         return f"attempt {recipient.attempts} under way, lease ends {when}"
     return f"{_count(recipient.attempts, 'attempt')}, next {when}"
 

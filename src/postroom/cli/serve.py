@@ -28,10 +28,14 @@ def run(args: argparse.Namespace, config: Config) -> int:
     log = Logger(
         level=args.log_level or config.log.level,
         fmt=args.log_format or config.log.format,
+        file=config.log_file,
     )
     loop_factory = _loop_factory()
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(serve_forever(config, log=log, on_ready=_announce))
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(serve_forever(config, log=log, on_ready=_announce))
+    finally:
+        log.close()
     return 0
 
 
@@ -53,6 +57,9 @@ def _announce(app: App) -> None:
     for listener in app.listeners:
         for bound_host, bound_port in listener.bound:
             lines.append(f"  {labels.get(listener.name, listener.name):<11} {bound_host}:{bound_port}")
+    if app.admin is not None:
+        for bound_host, bound_port in app.admin.bound:
+            lines.append(f"  dashboard   http://{bound_host}:{bound_port}/ (metrics at /metrics)")
     lines.append(f"  data        {data_dir}")
     if app.certificate is not None:
         kind = "self-signed, made on first start" if app.certificate.generated else "from [tls]"

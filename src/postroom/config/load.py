@@ -182,12 +182,100 @@ def _validate(config: Config) -> None:
         raise ConfigError("delivery.concurrency: must be at least 1")
     if not 1 <= config.delivery.smtp_port <= 65535:
         raise ConfigError("delivery.smtp_port: must be 1..65535")
+    if not 1 <= config.delivery.mta_sts_port <= 65535:
+        raise ConfigError("delivery.mta_sts_port: must be 1..65535")
     _validate_delivery(config)
+    _validate_dkim(config)
+    _validate_sender_auth(config)
+    _validate_policy(config)
+    _validate_admin(config)
+    _validate_limits(config)
+    _validate_auth(config)
+
+
+def _validate_auth(config: Config) -> None:
+    auth = config.auth
+    if auth.throttle_free_failures < 0 or auth.throttle_max_delay < 0 or auth.throttle_window <= 0:
+        raise ConfigError("auth: throttle_free_failures and throttle_max_delay must be 0 or more, window > 0")
+    if auth.throttle_lockout_failures <= auth.throttle_free_failures:
+        raise ConfigError("auth.throttle_lockout_failures: must be more than throttle_free_failures")
+    if not 4096 <= auth.scram_iterations <= 10_000_000:  # RFC 7677 4's floor; clients refuse huge counts
+        raise ConfigError("auth.scram_iterations: must be 4096..10000000")
+
+
+def _validate_limits(config: Config) -> None:
+    limits, greylist = config.limits, config.greylist
+    rates = ("connections_per_minute", "messages_per_connection", "recipients_per_hour", "bytes_per_hour")
+    for name in rates:
+        if getattr(limits, name) < 0:
+            raise ConfigError(f"limits.{name}: must be 0 (no limit) or more")
+    if limits.flush_interval <= 0:
+        raise ConfigError("limits.flush_interval: must be greater than 0")
+    if greylist.delay < 0:
+        raise ConfigError("greylist.delay: must be 0 or more")
+    for name in ("unconfirmed_ttl", "confirmed_ttl"):
+        if getattr(greylist, name) <= greylist.delay:
+            raise ConfigError(f"greylist.{name}: must be longer than greylist.delay")
+    for index, domain in enumerate(greylist.allow_domains):
+        if not domain or " " in domain or "@" in domain:
+            raise ConfigError(f"greylist.allow_domains[{index}]: {domain!r} is not a domain name")
+
+
+def _validate_admin(config: Config) -> None:
+    admin = config.admin
+    if admin.password_hash and not admin.password_hash.startswith("$argon2id$"):
+        raise ConfigError("admin.password_hash: expected an argon2id hash (see `postroom admin passwd`)")
+    if admin.session_lifetime <= 0:
+        raise ConfigError("admin.session_lifetime: must be greater than 0")
+
+
+# RFC 6376 5.4.1: fields that are changed or added in transit; dkimpy refuses to sign them
+_DKIM_NEVER_SIGNED = {
+    "return-path", "received", "comments", "keywords", "bcc", "resent-bcc", "dkim-signature",
+}
+
+
+def _validate_dkim(config: Config) -> None:
+    dkim = config.dkim
+    labels = dkim.selector.split(".")
+    if not all(label and all(c.isascii() and (c.isalnum() or c in "-_") for c in label) for label in labels):
+        raise ConfigError(f"dkim.selector: {dkim.selector!r} is not a DNS label (letters, digits, '-', '_')")
+    if not 1024 <= dkim.rsa_bits <= 8192:
+        raise ConfigError("dkim.rsa_bits: must be 1024..8192 (RFC 8301: at least 1024; 2048 advised)")
+    headers = {name.lower() for name in dkim.headers}
+    if "from" not in headers:
+        raise ConfigError("dkim.headers: must include 'from' (RFC 6376 5.4)")
+    for key, names in (("headers", dkim.headers), ("oversign", dkim.oversign)):
+        for index, name in enumerate(names):
+            if name.lower() in _DKIM_NEVER_SIGNED:
+                raise ConfigError(f"dkim.{key}[{index}]: {name!r} changes in transit and must not be signed")
+            if not name or not all(33 <= ord(c) <= 126 and c != ":" for c in name):
+                raise ConfigError(f"dkim.{key}[{index}]: {name!r} is not a header field name")
+
+
+def _validate_sender_auth(config: Config) -> None:
+    sender_auth = config.sender_auth
+    if sender_auth.dkim_max_size < 0:
+        raise ConfigError("sender_auth.dkim_max_size: must be 0 (never verify) or more")
+    if sender_auth.dkim_max_signatures < 1:
+        raise ConfigError("sender_auth.dkim_max_signatures: must be at least 1")
+    if not 512 <= sender_auth.dkim_min_key_bits <= 8192:
+        raise ConfigError("sender_auth.dkim_min_key_bits: must be 512..8192 (RFC 8301 asks for 1024)")
 
 
 def _validate_delivery(config: Config) -> None:
     delivery = config.delivery
-    for name in ("max_connections", "max_connections_per_domain", "max_received"):
+    host, _, port = delivery.relay_host.rpartition(":")
+    if delivery.relay_host and not (host and port.isdigit() and 1 <= int(port) <= 65535):
+        raise ConfigError(f"delivery.relay_host: expected 'host:port', got {delivery.relay_host!r}")
+    if delivery.relay_user and delivery.relay_password_file is None:
+        raise ConfigError("delivery.relay_password_file: needed when relay_user is set")
+    if delivery.connection_idle < 0:
+        raise ConfigError("delivery.connection_idle: must be 0 (no reuse) or more")
+    if config.queue.delay_warning < 0:
+        raise ConfigError("queue.delay_warning: must be 0 (no warnings) or more")
+    limits = ("max_connections", "max_connections_per_domain", "max_received", "max_messages_per_connection")
+    for name in limits:
         if getattr(delivery, name) < 1:
             raise ConfigError(f"delivery.{name}: must be at least 1")
     for name in ("connect_timeout", "command_timeout"):
@@ -196,3 +284,30 @@ def _validate_delivery(config: Config) -> None:
     for index, domain in enumerate(delivery.require_tls):
         if not domain or " " in domain or "@" in domain:
             raise ConfigError(f"delivery.require_tls[{index}]: {domain!r} is not a domain name")
+
+
+_LISTENERS = ("smtp", "submission", "submissions")
+
+
+def _validate_policy(config: Config) -> None:
+    policy = config.policy
+    for name in ("dnsbl_timeout", "dnsbl_cache", "proxy_timeout"):
+        if getattr(policy, name) <= 0:
+            raise ConfigError(f"policy.{name}: must be greater than 0")
+    for key in ("dnsbl", "dnswl"):
+        for index, zone in enumerate(getattr(policy, key)):
+            if not zone or zone.startswith(".") or any(char in zone for char in " @/:["):
+                raise ConfigError(f"policy.{key}[{index}]: {zone!r} is not a DNS zone name")
+    for index, name in enumerate(policy.dnsbl_listeners):
+        if name not in _LISTENERS:
+            choices = ", ".join(_LISTENERS)
+            raise ConfigError(f"policy.dnsbl_listeners[{index}]: {name!r} is not one of {choices}")
+    for name in _LISTENERS:
+        table = policy.listener(name)
+        if table.greet_delay < 0:
+            raise ConfigError(f"policy.{name}.greet_delay: must be 0 (off) or more")
+        if table.proxy_protocol and not table.trusted_proxies:
+            raise ConfigError(f"policy.{name}.trusted_proxies: proxy_protocol needs the proxies' networks")
+    if policy.submissions.proxy_protocol:
+        # The header would have to come before the TLS handshake, which the listener does for the session.
+        raise ConfigError("policy.submissions.proxy_protocol: not supported with implicit TLS")

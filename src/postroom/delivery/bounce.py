@@ -69,4 +69,5 @@ class Bouncer:
             dsn_id=bounce_id,
             sender=sanitize(message.sender),
             rcpts=len(message.recipients),
+            actions=",".join(sorted({recipient.action for recipient in message.recipients})),
         )

@@ -1,33 +1,28 @@
 """Local delivery: one queued recipient into its Maildir, with Return-Path and Delivered-To prepended.
 
-It does not pick recipients (scheduler.py), decide retry timing (queue) or classify errors (outcome.py).
+A spool file already in the mailbox's form (queue/local_form.py) is hard-linked into new/ (no copy, no
+file fsync: the commit fsynced it); any other message, or a link that fails, is copied. It does not pick
+recipients (scheduler.py), decide retry timing (queue) or classify errors (outcome.py).
 """
 
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 from postroom.delivery.outcome import SpoolFileMissingError, delivered, failed
 from postroom.mailbox import Maildir, Maildirs
+from postroom.policy.sender_auth import JUNK_MARKER
 from postroom.queue import DueRecipient, Outcome
+from postroom.queue.local_form import local_prefix, prefix_length, trace_headers
 
 __all__ = ["LocalCourier", "trace_headers"]
 
-
-def _header_value(text: str) -> bytes:
-    # the envelope was checked by the protocol; still, no line break may ever reach a header
-    return text.replace("\r", "").replace("\n", "").encode("utf-8", "surrogateescape")
-
-
-def trace_headers(*, sender: str, mailbox: str) -> bytes:
-    """RFC 5321 4.4: the final delivery adds Return-Path (``<>`` for the null sender); Delivered-To
-    (Postfix's and qmail's) names the mailbox, so forwarding loops show and sieve scripts can match."""
-    return (
-        b"Return-Path: <" + _header_value(sender) + b">\r\nDelivered-To: " + _header_value(mailbox) + b"\r\n"
-    )
+_PEEK = 4096  # enough for the trace headers of any address (RFC 5321 4.5.3.1 limits) and the junk marker
+_JUNK_LF = JUNK_MARKER.replace(b"\r\n", b"\n")
 
 
 class LocalCourier:
@@ -62,14 +57,46 @@ class LocalCourier:
         return outcomes
 
     def _write(self, recipient: DueRecipient) -> tuple[Maildir, str]:
+        path: Path | None = None
         if recipient.body is not None:
             source: BinaryIO = io.BytesIO(recipient.body)
         else:
+            path = self._spool_path(recipient.queue_id)
             try:
-                source = open(self._spool_path(recipient.queue_id), "rb")  # noqa: SIM115 - closed below
+                source = open(path, "rb")  # noqa: SIM115 - closed below
             except FileNotFoundError:
                 raise SpoolFileMissingError(f"spool file of {recipient.queue_id} is missing") from None
         with source:
-            maildir = self._maildirs.for_address(recipient.mailbox)
+            if path is not None:
+                start = source.read(_PEEK)
+                skip = prefix_length(start)
+                if skip:
+                    return self._write_local_form(recipient, source, start, skip, path)
+                source.seek(0)
+            # policy/sender_auth.py marks a DMARC-quarantined message at its very first octet ("junk")
+            junk = source.read(len(JUNK_MARKER)) == JUNK_MARKER
+            if not junk:
+                source.seek(0)
+            maildir = self._maildirs.for_address(recipient.mailbox, folder="Junk" if junk else None)
             headers = trace_headers(sender=recipient.sender, mailbox=recipient.mailbox)
             return maildir, maildir.deliver(source, prefix_headers=headers, sync_new=False)
+
+    def _write_local_form(
+        self, recipient: DueRecipient, source: BinaryIO, start: bytes, skip: int, path: Path
+    ) -> tuple[Maildir, str]:
+        """A spool file in Maildir form: link it when it is this mailbox's, not junk; else copy past its
+        trace headers (and junk marker) with this recipient's own."""
+        junk = start.startswith(_JUNK_LF, skip)
+        expected = local_prefix(sender=recipient.sender, mailbox=recipient.mailbox)
+        if not junk and start[:skip] == expected:
+            maildir = self._maildirs.for_address(recipient.mailbox)
+            try:
+                return maildir, maildir.link(path, size=os.fstat(source.fileno()).st_size, sync_new=False)
+            except FileNotFoundError:
+                raise SpoolFileMissingError(f"spool file of {recipient.queue_id} is missing") from None
+            except OSError:
+                pass  # another file system (EXDEV), too many links...: copy it
+        source.seek(skip + (len(_JUNK_LF) if junk else 0))
+        maildir = self._maildirs.for_address(recipient.mailbox, folder="Junk" if junk else None)
+        headers = trace_headers(sender=recipient.sender, mailbox=recipient.mailbox)
+        return maildir, maildir.deliver(source, prefix_headers=headers, sync_new=False, source_is_lf=True)

@@ -17,6 +17,7 @@ message to that server (no SMTPUTF8, over its SIZE), is permanent; a garbled or 
 from __future__ import annotations
 
 import errno
+import ssl
 from typing import Literal
 
 from postroom.dns import DnsError, MxLoop, NullMx
@@ -47,6 +48,8 @@ class MailLoopError(Exception):
 
 
 def classify(exc: BaseException) -> Literal["temporary", "permanent"]:
+    if isinstance(exc, ssl.SSLError):  # a failed certificate check is a ValueError too; it may be fixed
+        return "temporary"
     if isinstance(exc, DnsError):
         return "temporary" if exc.temporary else "permanent"
     if isinstance(exc, SmtpError):
@@ -101,12 +104,25 @@ def failed(recipient: DueRecipient, exc: BaseException, *, remote_mta: str = "")
     )
 
 
-def replied(recipient: DueRecipient, reply: Reply, *, remote_mta: str) -> Outcome:
-    """The outcome a remote server's reply gives: 2xx delivered, 4xx temporary, 5xx permanent."""
+def replied(
+    recipient: DueRecipient, reply: Reply, *, remote_mta: str, next_hop_reports: bool = False
+) -> Outcome:
+    """The outcome a remote server's reply gives: 2xx delivered, 4xx temporary, 5xx permanent.
+
+    ``next_hop_reports``: the server offered DSN and was given NOTIFY, so a success notice is its to send;
+    otherwise a NOTIFY=SUCCESS gets "relayed" from us (RFC 3461 5.2.2)."""
     text = str(reply).replace("\n", " ")
     status = str(reply.status) if reply.status is not None else f"{reply.code // 100}.0.0"
     if reply.is_positive:
-        return Outcome(recipient.queue_id, recipient.idx, "delivered", f"{remote_mta}: {text}", status=status)
+        return Outcome(
+            recipient.queue_id,
+            recipient.idx,
+            "delivered",
+            f"{remote_mta}: {text}",
+            status=status,
+            remote_mta=remote_mta,
+            success_action="" if next_hop_reports else "relayed",
+        )
     return Outcome(
         recipient.queue_id,
         recipient.idx,

@@ -8,21 +8,32 @@ first, implicit MX, null MX) and tries each host's addresses in turn until one h
 ``require_tls``), MAIL with SIZE and BODY=8BITMIME as offered, RCPTs (pipelined when offered), then the body
 with BDAT (CHUNKING) or DATA, streamed from the inline body or the spool file. Per-recipient outcomes come
 from the RCPT replies and the final reply; a host that cannot be reached or refuses to start sends us to the
-next one. It decides no retry timing and classifies nothing itself (outcome.py does).
+next one. The DSN parameters go on to a host that offers DSN (dsn_params.py); connections are kept for the
+next message to the same host (pool.py, RSET between); with ``relay_host`` every message goes to the
+smarthost instead of the MX hosts (smarthost.py). A domain with an MTA-STS policy in enforce mode
+(mta_sts.py) gets only the MX hosts its policy names, each over TLS with a verified certificate; in testing
+mode a mismatch is logged and delivery goes on as usual. It decides no retry timing and classifies nothing
+itself (outcome.py does).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import ssl
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from postroom.config.schema import DeliverySettings
+from postroom.delivery.dkim_sign import DkimSigner
+from postroom.delivery.dsn_params import mail_params, rcpt_params
+from postroom.delivery.mta_sts import MtaSts, Policy
 from postroom.delivery.outcome import MailLoopError, SpoolFileMissingError, failed, replied
+from postroom.delivery.pool import ConnectionPool
+from postroom.delivery.smarthost import is_ip, parse_relay_host, relay_login
 from postroom.delivery.smtp_session import HostRefused, SmtpSession
 from postroom.dns import DnsError, MailHost, Resolver, TemporaryDnsError, mail_hosts, resolve_host
 from postroom.observe.log import Logger, sanitize
@@ -41,23 +52,26 @@ _TRY_NEXT_HOST = (OSError, TimeoutError, HostRefused, RemoteProtocolError)
 
 @dataclass(frozen=True, slots=True)
 class _Body:
-    """The message to send: inline bytes or a spool file, its size, and its header section."""
+    """The message to send: inline bytes or a spool file, its size, and its header section; ``prefix``
+    (a DKIM-Signature) goes in front of it and is counted in ``size``."""
 
     size: int
     headers: bytes
     inline: bytes | None
     path: Path | None
+    prefix: bytes = b""
 
     async def chunks(self) -> AsyncIterator[tuple[bytes, bool]]:
         """(chunk, is it the last) pairs, read ahead by one chunk so the last is known."""
         if self.inline is not None:
-            for start in range(0, max(len(self.inline), 1), _CHUNK):
-                yield self.inline[start : start + _CHUNK], start + _CHUNK >= len(self.inline)
+            inline = self.prefix + self.inline
+            for start in range(0, max(len(inline), 1), _CHUNK):
+                yield inline[start : start + _CHUNK], start + _CHUNK >= len(inline)
             return
         assert self.path is not None
         file = await asyncio.to_thread(open, self.path, "rb")
         try:
-            current = await asyncio.to_thread(file.read, _CHUNK)
+            current = self.prefix + await asyncio.to_thread(file.read, _CHUNK)
             while True:
                 following = await asyncio.to_thread(file.read, _CHUNK)
                 yield current, not following
@@ -77,6 +91,8 @@ class _Job:
     recipients: Sequence[DueRecipient]
     addresses: Sequence[Address]
     body: _Body
+    sts: Policy | None = None  # the domain's MTA-STS policy (enforce or testing), if it has one
+    require_tls: bool = False  # TLS with a verified certificate, or no delivery (require_tls, MTA-STS)
 
     @property
     def queue_id(self) -> str:
@@ -132,6 +148,8 @@ class RemoteCourier:
         spool_path: Callable[[str], Path],
         log: Logger,
         rng: random.Random | None = None,
+        signer: DkimSigner | None = None,
+        mta_sts: MtaSts | None = None,
     ) -> None:
         self._settings = settings
         self._resolver = resolver
@@ -139,15 +157,27 @@ class RemoteCourier:
         self._spool_path = spool_path
         self._log = log
         self._rng = rng or random.Random()  # noqa: S311 - MX shuffling, not cryptography
+        self._signer = signer
+        self._mta_sts = mta_sts if settings.relay_host == "" else None  # a smarthost is not an MX
         self._limits = _Limits(
             total=max(1, settings.max_connections), per_domain=max(1, settings.max_connections_per_domain)
         )
         self._require_tls = frozenset(domain.lower() for domain in settings.require_tls)
+        self._relay = parse_relay_host(settings.relay_host)  # (host, port) or None
+        self._pool = ConnectionPool(
+            max_messages=max(1, settings.max_messages_per_connection),
+            idle=settings.connection_idle,
+            max_idle=max(1, settings.max_connections),
+        )
         self._opportunistic = ssl.create_default_context()
         self._opportunistic.check_hostname = False  # RFC 7435: encryption without authentication
         self._opportunistic.verify_mode = ssl.CERT_NONE
         ca_file = str(settings.tls_ca_file) if settings.tls_ca_file is not None else None
         self._verified = ssl.create_default_context(cafile=ca_file)
+
+    async def close(self) -> None:
+        """Closes the connections kept for reuse (QUIT); call after the last delivery."""
+        await self._pool.close()
 
     async def deliver(self, recipients: Sequence[DueRecipient]) -> list[Outcome]:
         """One outcome per recipient, in order; never raises for a delivery failure."""
@@ -176,7 +206,10 @@ class RemoteCourier:
             body = await self._body(first)
             if _received_count(body.headers) > self._settings.max_received:
                 raise MailLoopError(f"mail loop: more than {self._settings.max_received} Received headers")
-            job = _Job(domain, sender, sendable, [addresses[r.idx] for r in sendable], body)
+            body = await self._signed(body, first)
+            sts = await self._policy(domain)
+            required = domain in self._require_tls or (sts is not None and sts.mode == "enforce")
+            job = _Job(domain, sender, sendable, [addresses[r.idx] for r in sendable], body, sts, required)
             results = await self._try_hosts(job)
             outcomes.update(zip((r.idx for r in sendable), results, strict=True))
         return [outcomes[recipient.idx] for recipient in recipients]
@@ -196,18 +229,56 @@ class RemoteCourier:
 
         return await asyncio.to_thread(read)
 
+    async def _signed(self, body: _Body, recipient: DueRecipient) -> _Body:
+        """The body with its DKIM-Signature in front, when the signer has a key for it (off the loop)."""
+        if self._signer is None:
+            return body
+        source = body.inline if body.inline is not None else body.path
+        assert source is not None
+        field = await asyncio.to_thread(
+            self._signer.signature, source, sender=recipient.sender, queue_id=recipient.queue_id
+        )
+        return dataclasses.replace(body, size=body.size + len(field), prefix=field)
+
+    async def _policy(self, domain: str) -> Policy | None:
+        if self._mta_sts is None or domain.startswith("["):
+            return None
+        return await self._mta_sts.policy(domain)
+
+    def _permitted(self, job: _Job, host: MailHost) -> bool:
+        """RFC 8461 4.1, 5: under enforce only the MX hosts the policy names; testing only logs."""
+        if job.sts is None or job.sts.allows(host.name):
+            return True
+        self._log.warning(
+            "delivery.mta_sts_mismatch",
+            queue_id=job.queue_id,
+            domain=job.domain,
+            host=host.name,
+            mode=job.sts.mode,
+        )
+        return job.sts.mode != "enforce"
+
     async def _hosts(self, domain: str) -> list[MailHost]:
         if self._resolver is None:
             raise TemporaryDnsError(domain, "MX", "no DNS resolver is configured")
         return await mail_hosts(self._resolver, domain, rng=self._rng, local_names=(self._hostname,))
 
-    async def _addresses(self, domain: str) -> AsyncIterator[tuple[str, str] | DnsError]:
+    async def _addresses(self, job: _Job) -> AsyncIterator[tuple[str, str] | DnsError]:
         """(host name, address) in the order to try them, or the DNS error that left a host with none."""
+        domain = job.domain
         if domain.startswith("["):  # a domain literal: that address and no other
             literal = domain[1:-1].removeprefix("IPv6:").removeprefix("ipv6:")
             yield literal, literal
             return
-        for host in await self._hosts(domain):
+        hosts = [MailHost(self._relay[0], 0)] if self._relay else await self._hosts(domain)
+        if self._relay and is_ip(self._relay[0]):  # the smarthost: no MX lookup (smarthost.py)
+            yield self._relay[0], self._relay[0]
+            return
+        for host in hosts:
+            if not self._permitted(job, host):
+                reason = f"{host.name} is not named by the domain's MTA-STS policy"
+                yield TemporaryDnsError(domain, "MX", reason)
+                continue
             assert self._resolver is not None
             found = await resolve_host(self._resolver, host)
             if found.error is not None:
@@ -220,7 +291,7 @@ class RemoteCourier:
         If none does, the last error decides (temporary unless DNS said no for good)."""
         last_error: BaseException = TemporaryDnsError(job.domain, "A/AAAA", "no mail host could be reached")
         last_host = ""
-        async for found in self._addresses(job.domain):
+        async for found in self._addresses(job):
             if isinstance(found, DnsError):
                 last_error = found
                 continue
@@ -240,16 +311,22 @@ class RemoteCourier:
 
     async def _transaction(self, address: str, host: str, job: _Job) -> list[Outcome]:
         settings = self._settings
-        session = await SmtpSession.open(
-            address=address,
-            port=settings.smtp_port,
-            hostname=self._hostname,
-            connect_timeout=settings.connect_timeout,
-            reply_timeout=settings.command_timeout,
-        )
+        port = self._relay[1] if self._relay else settings.smtp_port
+        key = (address, port, host, job.require_tls)
+        session = self._pool.take(key)
+        reused = session is not None and await session.reset()  # RSET between messages
+        if session is None or not reused:
+            session = await SmtpSession.open(
+                address=address,
+                port=port,
+                hostname=self._hostname,
+                connect_timeout=settings.connect_timeout,
+                reply_timeout=settings.command_timeout,
+            )
         try:
-            await session.hello()
-            await self._secure(session, host, job.domain)
+            if not reused:
+                await session.hello()
+                await self._secure(session, host, job)
             outcomes = await self._send(session, host, job)
         except HostRefused:
             await session.close()
@@ -257,7 +334,8 @@ class RemoteCourier:
         except BaseException:
             session.abort()
             raise
-        await session.close()
+        session.messages += 1
+        self._pool.give(key, session)  # kept for the next message to this host, or closed
         self._log.info(
             "delivery.transaction",
             queue_id=job.queue_id,
@@ -265,13 +343,17 @@ class RemoteCourier:
             address=address,
             tls=session.conn.tls_active,
             rcpts=len(job.recipients),
+            reused=reused,
         )
         return outcomes
 
-    async def _secure(self, session: SmtpSession, host: str, domain: str) -> None:
-        """Opportunistic STARTTLS (RFC 3207, RFC 7435); for ``require_tls`` domains TLS with a verified
-        certificate for the MX host's name, or no delivery to this host."""
-        required = domain in self._require_tls
+    async def _secure(self, session: SmtpSession, host: str, job: _Job) -> None:
+        """Opportunistic STARTTLS (RFC 3207, RFC 7435); for ``require_tls`` domains and MTA-STS enforce
+        policies TLS with a verified certificate for the MX host's name, or no delivery to this host."""
+        if self._relay and self._settings.relay_user:
+            await relay_login(session, host, settings=self._settings, context=self._verified)
+            return
+        required, domain = job.require_tls, job.domain
         if session.conn.supports("STARTTLS"):
             context = self._verified if required else self._opportunistic
             if await session.starttls(context, host):
@@ -288,16 +370,19 @@ class RemoteCourier:
             job.body,
         )
         smtputf8 = (sender is not None and sender.needs_smtputf8) or any(a.needs_smtputf8 for a in addresses)
+        dsn = conn.supports("DSN")  # RFC 3461 5.2: pass the DSN parameters on to a next hop that takes them
         try:
             conn.mail(
                 sender,
                 size=body.size,
                 body="8BITMIME" if conn.supports("8BITMIME") else None,
                 smtputf8=smtputf8,
+                extra=mail_params(recipients[0]) if dsn else {},
             )
         except LocalProtocolError as exc:  # this server can never take it (over SIZE, no SMTPUTF8 ...)
             return [failed(recipient, exc, remote_mta=host) for recipient in recipients]
-        mail, rcpts = await self._envelope(session, addresses)
+        params = [rcpt_params(recipient) if dsn else {} for recipient in recipients]
+        mail, rcpts = await self._envelope(session, addresses, params)
         if not mail.is_positive:
             return [replied(recipient, mail, remote_mta=host) for recipient in recipients]
         accepted = [reply.is_positive for reply in rcpts]
@@ -305,25 +390,27 @@ class RemoteCourier:
             return [replied(r, reply, remote_mta=host) for r, reply in zip(recipients, rcpts, strict=True)]
         final = await self._send_body(session, body)
         return [
-            replied(recipient, final if ok else reply, remote_mta=host)
+            replied(recipient, final if ok else reply, remote_mta=host, next_hop_reports=dsn)
             for recipient, reply, ok in zip(recipients, rcpts, accepted, strict=True)
         ]
 
     @staticmethod
-    async def _envelope(session: SmtpSession, addresses: Sequence[Address]) -> tuple[Reply, list[Reply]]:
+    async def _envelope(
+        session: SmtpSession, addresses: Sequence[Address], params: Sequence[Mapping[str, str | None]]
+    ) -> tuple[Reply, list[Reply]]:
         """The replies to MAIL and to each RCPT: pipelined when offered (RFC 2920), else one by one."""
         conn = session.conn
         if conn.supports("PIPELINING"):
-            for address in addresses:
-                conn.rcpt(address)
+            for address, extra in zip(addresses, params, strict=True):
+                conn.rcpt(address, extra=extra)
             mail = (await session.reply()).reply
             return mail, [(await session.reply()).reply for _ in addresses]
         mail = (await session.reply()).reply
         if not mail.is_positive:
             return mail, []
         rcpts = []
-        for address in addresses:
-            conn.rcpt(address)
+        for address, extra in zip(addresses, params, strict=True):
+            conn.rcpt(address, extra=extra)
             rcpts.append((await session.reply()).reply)
         return mail, rcpts
 

@@ -7,6 +7,7 @@ remote.py). The TLS upgrade after STARTTLS happens here, on the same stream (RFC
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import ssl
 
@@ -43,6 +44,7 @@ class SmtpSession:
         self._reader = reader
         self._writer = writer
         self._timeout = timeout
+        self.messages = 0  # transactions carried (connection reuse counts them)
 
     @classmethod
     async def open(
@@ -108,6 +110,35 @@ class SmtpSession:
         self.conn.tls_started()
         await self.hello()
         return True
+
+    async def login(self, user: str, password: str) -> Reply:
+        """AUTH PLAIN (RFC 4616) when offered, else AUTH LOGIN; the final reply (235 when it worked)."""
+        offered = self.conn.extensions.get("AUTH", "").upper().split()
+        if "PLAIN" in offered:
+            token = base64.b64encode(f"\0{user}\0{password}".encode()).decode("ascii")
+            self.conn.auth("PLAIN", token)
+            return (await self.reply()).reply
+        self.conn.auth("LOGIN")
+        reply = (await self.reply()).reply
+        for answer in (user, password):
+            if reply.code != 334:
+                return reply
+            self.conn.auth_response(base64.b64encode(answer.encode()).decode("ascii"))
+            reply = (await self.reply()).reply
+        return reply
+
+    async def reset(self) -> bool:
+        """RSET before reusing the connection for another message (RFC 5321 4.1.1.5); False when the
+        server refused it or is gone (the session is then aborted: open a new one)."""
+        try:
+            if not self.conn.closed and not self.conn.awaiting_replies:
+                self.conn.rset()
+                if (await self.reply()).reply.is_positive:
+                    return True
+        except (OSError, TimeoutError, SmtpError):
+            pass
+        self.abort()
+        return False
 
     async def close(self) -> None:
         """QUIT when the state allows it (its reply is read but does not matter), then close."""

@@ -93,6 +93,10 @@ class Resolver(Protocol):
         """The IPv4 then IPv6 addresses of ``host`` (A, then AAAA)."""
         ...
 
+    async def ipv4(self, name: str) -> list[str]:
+        """The A records of ``name`` alone (DNSBL zones answer 127.0.0.x; NXDOMAIN means "not listed")."""
+        ...
+
     async def txt(self, name: str) -> list[str]:
         """Each TXT record of ``name`` as one string, its character-strings joined (RFC 7208 3.3)."""
         ...
@@ -161,6 +165,10 @@ class DnsResolver:
             raise temporary[0]
         nxdomain = any(isinstance(error, NoRecords) and error.nxdomain for error in errors)
         raise NoRecords(host, "A/AAAA", "no address records", nxdomain=nxdomain)
+
+    async def ipv4(self, name: str) -> list[str]:
+        rdatas = await self._query(name, "A")
+        return [str(ipaddress.ip_address(rdata.address)) for rdata in rdatas]
 
     async def txt(self, name: str) -> list[str]:
         rdatas = await self._query(name, "TXT")

@@ -104,12 +104,20 @@ class Maildir:
         for sub in ("cur", "new", "tmp"):
             (self.path / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
 
-    def deliver(self, source: BinaryIO | Path, *, prefix_headers: bytes = b"", sync_new: bool = True) -> str:
+    def deliver(
+        self,
+        source: BinaryIO | Path,
+        *,
+        prefix_headers: bytes = b"",
+        sync_new: bool = True,
+        source_is_lf: bool = False,
+    ) -> str:
         """Writes ``prefix_headers`` + the message to tmp/, fsyncs, renames into new/, fsyncs new/.
 
         Returns the file name in new/. When this returns the message is on disk; on any error the tmp
         file is gone and the OSError propagates. ``sync_new=False`` leaves the fsync of new/ to the caller
-        (``sync_new_folder``), so that a batch of deliveries into one Maildir shares it.
+        (``sync_new_folder``), so that a batch of deliveries into one Maildir shares it. ``source_is_lf``:
+        the message is already in the on-disk form (LF line ends) and is copied as it is.
         """
         unique = self._unique_name()
         tmp = self.path / "tmp" / unique
@@ -121,7 +129,7 @@ class Maildir:
             fd = os.open(tmp, flags, 0o600)
         try:
             with open(fd, "wb", buffering=_BLOCK) as out:
-                size = self._copy(source, out, prefix_headers)
+                size = self._copy(source, out, prefix_headers, convert=not source_is_lf)
                 out.flush()
                 _sync_file(out.fileno())
             name = f"{unique},S={size}"
@@ -129,6 +137,26 @@ class Maildir:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        if sync_new:
+            self.sync_new_folder()
+        return name
+
+    def link(self, source: Path, *, size: int, sync_new: bool = True) -> str:
+        """Delivers a file that is already in final form and durable by a hard link into new/: no copy.
+
+        ``size`` is the file's size (for the name, as ``deliver`` gives it). The message counts as delivered
+        once new/ is fsynced (here, or by the caller with ``sync_new=False``). Raises OSError when the file
+        cannot be linked (another file system: EXDEV; too many links): the caller copies instead.
+        """
+        name = f"{self._unique_name()},S={size}"
+        target = self.path / "new" / name
+        try:
+            os.link(source, target)
+        except FileNotFoundError:
+            if not source.exists():
+                raise
+            self.create()  # folders missing (removed by hand): make them, once
+            os.link(source, target)
         if sync_new:
             self.sync_new_folder()
         return name
@@ -183,7 +211,7 @@ class Maildir:
         return f"{seconds}.M{micros}P{os.getpid()}Q{next(self._counter)}.{self._hostname}"
 
     @staticmethod
-    def _copy(source: BinaryIO | Path, out: BinaryIO, prefix: bytes) -> int:
+    def _copy(source: BinaryIO | Path, out: BinaryIO, prefix: bytes, *, convert: bool = True) -> int:
         converter = _CrlfToLf()
         size = 0
         chunk = converter.convert(prefix)
@@ -191,7 +219,7 @@ class Maildir:
         size += len(chunk)
         with source.open("rb") if isinstance(source, Path) else contextlib.nullcontext(source) as stream:
             while block := stream.read(_BLOCK):
-                chunk = converter.convert(block)
+                chunk = converter.convert(block) if convert else block
                 out.write(chunk)
                 size += len(chunk)
         tail = converter.finish()
@@ -217,11 +245,18 @@ class Maildirs:
             raise ValueError(f"a mailbox address needs a domain: {address!r}")
         return self.root / folder_name(domain.lower()) / folder_name(local)
 
-    def for_address(self, address: str) -> Maildir:
-        """The mailbox of "user@domain", its folders created if missing."""
+    def for_address(self, address: str, *, folder: str | None = None) -> Maildir:
+        """The mailbox of "user@domain", or its Maildir++ sub-folder ``.<folder>`` (e.g. ".Junk", as
+        Dovecot and Courier name them), its folders created if missing."""
         path = self.path_for(address)
+        if folder is not None:
+            if path not in self._created:
+                self.for_address(address)  # the mailbox itself first: readers expect it
+            path = path / f".{folder_name(folder)}"
         maildir = Maildir(path=path, hostname=self._hostname, clock=self._clock, counter=self._counter)
         if path not in self._created:  # removed by hand later? deliver() makes the folders again
             maildir.create()
+            if folder is not None:
+                (path / "maildirfolder").touch(mode=0o600)  # Maildir++: marks a sub-folder
             self._created.add(path)
         return maildir

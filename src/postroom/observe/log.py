@@ -2,16 +2,20 @@
 
 Text (``key=value``) by default, JSON on request. Loggers are values passed in by app.py; ``bind`` returns a
 child carrying extra fields (``room``, ``session_id`` ...). Client-supplied strings go through ``sanitize``.
+A log file, when given, gets every line as JSON (what ``postroom trace`` reads back); ``reopen`` starts it
+afresh after logrotate moved it (SIGHUP).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal, TextIO
 
 __all__ = ["LEVELS", "Logger", "sanitize"]
@@ -40,6 +44,24 @@ class _Sink:
         self.clock = clock
         self.lock = threading.Lock()
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.file_path: Path | None = None
+        self.file: TextIO | None = None
+
+    def open_file(self, path: Path) -> None:
+        """Appends JSON lines to ``path`` (made with mode 0600: it names senders and recipients)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        opened = os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace")
+        with self.lock:
+            old, self.file, self.file_path = self.file, opened, path
+        if old is not None:
+            old.close()
+
+    def close_file(self) -> None:
+        with self.lock:
+            old, self.file = self.file, None
+        if old is not None:
+            old.close()
 
     def emit(self, level: str, event: str, fields: dict[str, Any]) -> None:
         record: dict[str, Any] = {"ts": self.clock(), "level": level, "event": event, **fields}
@@ -48,13 +70,17 @@ class _Sink:
         if LEVELS[level] < self.level:
             return
         line = self._format(record)
+        json_line = line if self.format == "json" or self.file is None else _json(record)
         with self.lock:
             self.stream.write(line + "\n")
             self.stream.flush()
+            if self.file is not None:
+                self.file.write(json_line + "\n")
+                self.file.flush()
 
     def _format(self, record: dict[str, Any]) -> str:
         if self.format == "json":
-            return json.dumps(record, default=str, ensure_ascii=False)
+            return _json(record)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record["ts"]))
         parts = [stamp, record["level"].upper(), record["event"]]
         for key, value in record.items():
@@ -62,6 +88,10 @@ class _Sink:
                 continue
             parts.append(f"{key}={_text_value(value)}")
         return " ".join(parts)
+
+
+def _json(record: dict[str, Any]) -> str:
+    return json.dumps(record, default=str, ensure_ascii=False)
 
 
 def _text_value(value: Any) -> str:
@@ -81,11 +111,14 @@ class Logger:
         level: str = "info",
         fmt: Literal["text", "json"] = "text",
         clock: Callable[[], float] = time.time,
+        file: Path | None = None,
         _sink: _Sink | None = None,
         _fields: dict[str, Any] | None = None,
     ) -> None:
         self._sink = _sink or _Sink(stream or sys.stderr, LEVELS[level], fmt, clock)
         self._fields = _fields or {}
+        if file is not None:
+            self._sink.open_file(file)  # OSError: the caller says which file could not be opened
 
     def bind(self, **fields: Any) -> Logger:
         return Logger(_sink=self._sink, _fields={**self._fields, **fields})
@@ -93,6 +126,15 @@ class Logger:
     def add_listener(self, listener: Callable[[dict[str, Any]], None]) -> None:
         """Hand every record, whatever its level, to ``listener`` too (metrics, tests, the dashboard)."""
         self._sink.listeners.append(listener)
+
+    def reopen(self) -> None:
+        """Opens the log file again by its name (after logrotate moved it away); no file: nothing to do."""
+        if self._sink.file_path is not None:
+            self._sink.open_file(self._sink.file_path)
+
+    def close(self) -> None:
+        """Closes the log file (lines still go to the stream)."""
+        self._sink.close_file()
 
     def is_enabled(self, level: str) -> bool:
         return LEVELS[level] >= self._sink.level

@@ -19,12 +19,32 @@ class MailLog:
     def connected(self, *, session_id: str, client: str, listener: str) -> None:
         self._log.info("session.connect", session_id=session_id, client=client, listener=listener)
 
-    def refused_connection(self, *, client: str, listener: str, reply: str) -> None:
-        self._log.info("session.refused", client=client, listener=listener, reply=reply)
+    def refused_connection(self, *, client: str, listener: str, reply: str, reason: str = "") -> None:
+        fields = {"client": client, "listener": listener, "reply": reply}
+        if reason:  # why, for the operator: "deny list", "listed in zen.spamhaus.org", ...
+            fields["reason"] = reason
+        self._log.info("session.refused", **fields)
 
-    def disconnected(self, *, session_id: str, client: str, messages: int, reason: str) -> None:
+    def disconnected(
+        self,
+        *,
+        session_id: str,
+        client: str,
+        messages: int,
+        reason: str,
+        listener: str = "",
+        bytes_in: int = 0,
+        bytes_out: int = 0,
+    ) -> None:
         self._log.info(
-            "session.close", session_id=session_id, client=client, messages=messages, reason=reason
+            "session.close",
+            session_id=session_id,
+            client=client,
+            messages=messages,
+            reason=reason,
+            listener=listener,
+            bytes_in=bytes_in,
+            bytes_out=bytes_out,
         )
 
     def rejected(self, *, session_id: str, command: str, argument: str, reply: str, reason: str = "") -> None:
@@ -50,6 +70,9 @@ class MailLog:
             size=size,
             client=client,
         )
+
+    def recipient_accepted(self, *, session_id: str, rcpt: str, reply: str) -> None:
+        self._log.info("smtp.rcpt_accepted", session_id=session_id, rcpt=sanitize(rcpt), reply=reply)
 
     def message_refused(self, *, session_id: str, sender: str, reply: str, reason: str) -> None:
         self._log.info(

@@ -101,13 +101,17 @@ def read_headers(stream: BinaryIO, *, limit: int = _MAX_HEADER_BYTES) -> bytes:
 
 
 def open_queue_admin(
-    *, database_path: Path, queue_dir: Path, clock: Callable[[], float] = time.time
+    *,
+    database_path: Path,
+    queue_dir: Path,
+    clock: Callable[[], float] = time.time,
+    progress: Callable[[int], None] | None = None,
 ) -> QueueAdmin:
     """A QueueAdmin on its own connection to an existing queue database (close it, or use ``with``)."""
     if not database_path.is_file():
         raise AdminError(f"no queue database at {database_path} (is data_dir right? has the server run?)")
     conn = open_database(database_path)
-    return QueueAdmin(conn=conn, queue_dir=queue_dir, clock=clock)
+    return QueueAdmin(conn=conn, queue_dir=queue_dir, clock=clock, progress=progress)
 
 
 class QueueAdmin:
@@ -120,8 +124,10 @@ class QueueAdmin:
         queue_dir: Path,
         clock: Callable[[], float] = time.time,
         batch: int = _BATCH,
+        progress: Callable[[int], None] | None = None,
     ) -> None:
         self._conn = conn
+        self._progress = progress  # told the running count after each batch of a bulk change
         self._batch = max(1, batch)
         self._index = AdminIndex(conn)
         self._spool_dir = queue_dir / "spool"
@@ -143,6 +149,11 @@ class QueueAdmin:
     def messages(self, selection: Selection | None = None) -> Iterator[MessageView]:
         """Matching messages, oldest first, streamed."""
         return self._index.messages(selection or Selection())
+
+    def summary(self) -> tuple[int, float]:
+        """How many messages the queue holds and the oldest one's age in seconds (0 when empty)."""
+        count, oldest = self._index.summary()
+        return count, 0.0 if oldest is None else max(0.0, self._clock() - oldest)
 
     def message(self, queue_id: str) -> MessageView:
         """One message; raises UnknownMessageError when the queue does not hold it."""
@@ -182,6 +193,14 @@ class QueueAdmin:
         return self._in_batches(
             lambda after: self._index.retry(selection, now=now, after=after, upto=upto, limit=self._batch)
         )
+
+    def claim_for_bounce(self, queue_id: str, *, lease: float) -> tuple[list[int], int]:
+        """Takes the pending recipients of one message away from delivery for ``lease`` seconds, for the
+        caller to fail them (``Queue.record``) and bounce them. Returns their idx, and how many recipients
+        a delivery under way holds (those are left to it). Raises UnknownMessageError."""
+        self._check_known(Selection(queue_ids=(queue_id,)))
+        now = self._clock()
+        return self._index.claim_pending(queue_id, now=now, lease_until=now + lease)
 
     def hold(self, selection: Selection) -> int:
         """Holds the selected messages (never claimed until released); returns how many were not held."""
@@ -223,14 +242,15 @@ class QueueAdmin:
         if missing:
             raise UnknownMessageError(missing)
 
-    @staticmethod
-    def _in_batches(run: Callable[[int], Batch]) -> int:
+    def _in_batches(self, run: Callable[[int], Batch]) -> int:
         """Runs batches from rowid 0 on until one changes nothing; returns the rows changed in all."""
         total = 0
         after = 0
         while True:
             batch = run(after)
             total += batch.count
+            if self._progress is not None:
+                self._progress(total)
             if batch.last_rowid is None:
                 return total
             after = batch.last_rowid

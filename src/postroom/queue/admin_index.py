@@ -32,10 +32,11 @@ __all__ = [
 RecipientState = Literal["queued", "deferred", "delivered", "failed"]
 StateFilter = Literal["queued", "deferred", "held", "failed"]
 
-# A recipient claimed by a delivery whose outcome is not recorded yet: the claim counted the attempt, and
-# every recorded outcome sets last_error (delivered clears it, but then the state is no longer 'queued').
-# Retrying it would hand it to a second delivery while the first is still running.
-_CLAIMED = "(r.attempts > 0 AND r.last_error IS NULL)"
+# A recipient claimed by a delivery whose outcome is not recorded yet (on any attempt): the claim marker
+# holds the end of its lease until the outcome is recorded or the claim given back. Retrying it would hand
+# it to a second delivery while the first is still running. A lease that ended (its worker died) is free.
+# One parameter: now.
+_CLAIMED = "(r.claimed_until IS NOT NULL AND r.claimed_until > ?)"
 _QUEUED = "r.state = 'queued' AND r.last_error IS NULL"
 _DEFERRED = "r.state = 'queued' AND r.last_error IS NOT NULL"
 _RECIPIENT_CLAUSE = "(r.address = ? COLLATE NOCASE OR r.mailbox = ? COLLATE NOCASE)"
@@ -65,6 +66,11 @@ class RecipientView:
     attempts: int
     next_attempt_at: float | None  # None once delivered or failed
     last_error: str | None
+    claimed_until: float | None = None  # a delivery holds it until then (its outcome is not recorded yet)
+
+    def in_delivery(self, now: float) -> bool:
+        """A delivery attempt is under way right now (claimed, lease not over, outcome not recorded)."""
+        return self.state in ("queued", "deferred") and (self.claimed_until or 0.0) > now
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,6 +158,11 @@ class AdminIndex:
         rows = self._conn.execute(f"SELECT id FROM messages WHERE id IN ({marks})", tuple(queue_ids))
         return {row[0] for row in rows}
 
+    def summary(self) -> tuple[int, float | None]:
+        """Messages in the queue and the oldest one's received_at (None when empty): for metrics."""
+        row = self._conn.execute("SELECT count(*), min(received_at) FROM messages").fetchone()
+        return int(row[0]), None if row[1] is None else float(row[1])
+
     def body(self, queue_id: str) -> bytes | None:
         """The inline body of a small message; None when it has none (spooled, or gone)."""
         row = self._conn.execute("SELECT data FROM bodies WHERE message_id = ?", (queue_id,)).fetchone()
@@ -163,7 +174,8 @@ class AdminIndex:
         where, params = _message_where(selection)
         rows = self._conn.execute(
             "SELECT m.id, m.sender, m.size, m.received_at, coalesce(m.client_ip, ''), coalesce(m.helo, ''),"
-            " m.status, m.spooled, r.address, r.mailbox, r.state, r.attempts, r.next_attempt_at, r.last_error"
+            " m.status, m.spooled, r.address, r.mailbox, r.state, r.attempts, r.next_attempt_at,"
+            " r.last_error, r.claimed_until"
             " FROM messages m JOIN recipients r ON r.message_id = m.id"
             f" WHERE {where} ORDER BY m.received_at, m.id, r.idx",
             params,
@@ -220,7 +232,7 @@ class AdminIndex:
         """
         where, params = _message_where(selection)
         rcpt_where = f"r.state = 'queued' AND NOT {_CLAIMED}"
-        rcpt_params: list[object] = []
+        rcpt_params: list[object] = [now]
         if selection.recipient is not None:
             rcpt_where += f" AND {_RECIPIENT_CLAUSE}"
             rcpt_params.extend([selection.recipient, selection.recipient])
@@ -239,6 +251,22 @@ class AdminIndex:
                 (now, after, upto, *scan_params, limit),
             ).fetchall()
         return _batch(rows, distinct=True)
+
+    def claim_pending(self, queue_id: str, *, now: float, lease_until: float) -> tuple[list[int], int]:
+        """Claims the queued recipients of one message that no delivery holds, as the scheduler's claim
+        does (held messages too): the server leaves them alone until ``lease_until``. Returns their idx and
+        how many recipients a delivery holds (left to it)."""
+        pending = "r.message_id = ? AND r.state = 'queued'"
+        with transaction(self._conn) as conn:
+            busy = conn.execute(
+                f"SELECT count(*) FROM recipients r WHERE {pending} AND {_CLAIMED}", (queue_id, now)
+            ).fetchone()
+            rows = conn.execute(
+                "UPDATE recipients SET next_attempt_at = ?, claimed_until = ? WHERE rowid IN"
+                f" (SELECT r.rowid FROM recipients r WHERE {pending} AND NOT {_CLAIMED}) RETURNING idx",
+                (lease_until, lease_until, queue_id, now),
+            ).fetchall()
+        return sorted(int(row[0]) for row in rows), int(busy[0])
 
 
 def _batch(rows: Sequence[Any], *, distinct: bool = False) -> Batch:
@@ -260,6 +288,7 @@ def _view(rows: Sequence[Any]) -> MessageView:
             attempts=int(row[11]),
             next_attempt_at=float(row[12]) if row[10] == "queued" else None,
             last_error=row[13],
+            claimed_until=None if row[14] is None or row[10] != "queued" else float(row[14]),
         )
         for row in rows
     )

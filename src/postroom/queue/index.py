@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from postroom.config.schema import QueueSettings
-from postroom.queue.model import DueRecipient, Envelope, FailedRecipient, Outcome
+from postroom.queue.model import DueRecipient, Envelope, FailedRecipient, Outcome, Recipient
+from postroom.queue.notify import DsnEnvelope, annotate
 from postroom.queue.schedule import next_attempt_at
 
 __all__ = ["HEADERS_MAX", "Index", "NewMessage", "Recorded", "header_section"]
@@ -53,6 +54,7 @@ class Recorded:
     failure: FailedRecipient | None = None  # set when state is "failed": what the DSN says
     sender: str = ""
     received_at: float = 0.0
+    transport: str = "local"  # where the recipient was going ("local" or "smtp"): logs and metrics
 
 
 @contextmanager
@@ -74,6 +76,7 @@ class Index:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self.headers: dict[str, bytes] = {}  # filled by record(): see there
+        self.dsn: dict[str, DsnEnvelope] = {}  # filled by record(): RET/ENVID of each message reported on
 
     def known_ids(self) -> set[str]:
         return {row[0] for row in self._conn.execute("SELECT id FROM messages")}
@@ -93,25 +96,27 @@ class Index:
                 m.envelope.client_ip,
                 m.envelope.helo,
                 int(m.body is None),
+                m.envelope.ret,
+                m.envelope.envid,
             )
             for m in messages
         ]
         body_rows = [(m.queue_id, m.body) for m in messages if m.body is not None]
         recipient_rows = [
-            (m.queue_id, idx, rcpt.address, rcpt.mailbox, m.received_at, rcpt.transport)
+            (m.queue_id, idx, rcpt.address, rcpt.mailbox, m.received_at, rcpt.transport, *_dsn(rcpt))
             for m in messages
             for idx, rcpt in enumerate(m.envelope.recipients)
         ]
         with transaction(self._conn) as conn:
             conn.executemany(
-                "INSERT INTO messages (id, sender, size, received_at, client_ip, helo, spooled)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO messages (id, sender, size, received_at, client_ip, helo, spooled, dsn_ret,"
+                " dsn_envid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 message_rows,
             )
             conn.executemany("INSERT INTO bodies (message_id, data) VALUES (?, ?)", body_rows)
             conn.executemany(
-                "INSERT INTO recipients (message_id, idx, address, mailbox, next_attempt_at, transport)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO recipients (message_id, idx, address, mailbox, next_attempt_at, transport,"
+                " notify, orcpt) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 recipient_rows,
             )
 
@@ -120,16 +125,17 @@ class Index:
         with transaction(self._conn) as conn:
             rows = conn.execute(
                 "SELECT r.message_id, r.idx, r.address, r.mailbox, m.sender, r.attempts + 1, m.received_at,"
-                " b.data, r.transport FROM recipients r JOIN messages m ON m.id = r.message_id"
+                " b.data, r.transport, r.notify, r.orcpt, m.dsn_ret, m.dsn_envid"
+                " FROM recipients r JOIN messages m ON m.id = r.message_id"
                 " LEFT JOIN bodies b ON b.message_id = r.message_id"
                 " WHERE r.state = 'queued' AND r.next_attempt_at <= ? AND m.status = 'active'"
                 " ORDER BY r.next_attempt_at LIMIT ?",
                 (now, limit),
             ).fetchall()
             conn.executemany(
-                "UPDATE recipients SET attempts = attempts + 1, next_attempt_at = ?"
+                "UPDATE recipients SET attempts = attempts + 1, next_attempt_at = ?, claimed_until = ?"
                 " WHERE message_id = ? AND idx = ?",
-                [(lease_until, row[0], row[1]) for row in rows],
+                [(lease_until, lease_until, row[0], row[1]) for row in rows],
             )
         return [DueRecipient(*row) for row in rows]
 
@@ -137,8 +143,8 @@ class Index:
         """Gives claimed but unattempted recipients back: due now, the claim's attempt not counted."""
         with transaction(self._conn) as conn:
             conn.executemany(
-                "UPDATE recipients SET attempts = max(attempts - 1, 0), next_attempt_at = ?"
-                " WHERE message_id = ? AND idx = ? AND state = 'queued'",
+                "UPDATE recipients SET attempts = max(attempts - 1, 0), next_attempt_at = ?,"
+                " claimed_until = NULL WHERE message_id = ? AND idx = ? AND state = 'queued'",
                 [(now, r.queue_id, r.idx) for r in recipients],
             )
 
@@ -157,14 +163,16 @@ class Index:
         ignored. ``headers`` gets the header section of each inline message with a failed recipient
         (read before its row goes); spooled messages are the caller's to read.
         """
-        recorded: list[Recorded] = []
+        pairs: list[tuple[Outcome, Recorded]] = []
         touched: dict[str, None] = {}
         with transaction(self._conn) as conn:
             for outcome in outcomes:
                 done = self._record_one(conn, outcome, now=now, settings=settings, random=random)
                 if done is not None:
-                    recorded.append(done)
+                    pairs.append((outcome, done))
                     touched[outcome.queue_id] = None
+            # NOTIFY (RFC 3461): which of them the sender hears about; success notices, delay warnings
+            recorded, self.dsn = annotate(conn, pairs, now=now, settings=settings)
             for queue_id in {item.queue_id for item in recorded if item.failure is not None and item.sender}:
                 row = conn.execute("SELECT data FROM bodies WHERE message_id = ?", (queue_id,)).fetchone()
                 if row is not None:
@@ -183,7 +191,7 @@ class Index:
     ) -> Recorded | None:
         key = (outcome.queue_id, outcome.idx)
         row = conn.execute(
-            "SELECT r.address, r.attempts, m.received_at, m.sender"
+            "SELECT r.address, r.attempts, m.received_at, m.sender, r.transport"
             " FROM recipients r JOIN messages m ON m.id = r.message_id"
             " WHERE r.message_id = ? AND r.idx = ? AND r.state = 'queued'",
             key,
@@ -191,13 +199,17 @@ class Index:
         if row is None:
             return None
         address, attempts, received_at, sender = row[0], int(row[1]), float(row[2]), str(row[3])
+        transport = str(row[4])
         if outcome.result == "delivered":
             conn.execute(
-                "UPDATE recipients SET state = 'delivered', last_error = NULL"
+                "UPDATE recipients SET state = 'delivered', last_error = NULL, claimed_until = NULL"
                 " WHERE message_id = ? AND idx = ?",
                 key,
             )
-            return Recorded(outcome.queue_id, address, "delivered", attempts, outcome.detail)
+            return Recorded(
+                outcome.queue_id, address, "delivered", attempts, outcome.detail,
+                received_at=received_at, transport=transport,
+            )
         detail = outcome.detail
         retry_at = None
         expired = False
@@ -210,7 +222,8 @@ class Index:
                 detail = f"expired after {attempts} attempts: {detail}"
         if retry_at is None:
             conn.execute(
-                "UPDATE recipients SET state = 'failed', last_error = ? WHERE message_id = ? AND idx = ?",
+                "UPDATE recipients SET state = 'failed', last_error = ?, claimed_until = NULL"
+                " WHERE message_id = ? AND idx = ?",
                 (detail, *key),
             )
             failure = FailedRecipient(
@@ -222,13 +235,18 @@ class Index:
                 expired=expired,
             )
             return Recorded(
-                outcome.queue_id, address, "failed", attempts, detail, None, failure, sender, received_at
+                outcome.queue_id, address, "failed", attempts, detail, None, failure, sender, received_at,
+                transport=transport,
             )
         conn.execute(
-            "UPDATE recipients SET next_attempt_at = ?, last_error = ? WHERE message_id = ? AND idx = ?",
+            "UPDATE recipients SET next_attempt_at = ?, last_error = ?, claimed_until = NULL"
+            " WHERE message_id = ? AND idx = ?",
             (retry_at, detail, *key),
         )
-        return Recorded(outcome.queue_id, address, "deferred", attempts, detail, retry_at)
+        return Recorded(
+            outcome.queue_id, address, "deferred", attempts, detail, retry_at,
+            received_at=received_at, transport=transport,
+        )
 
     @staticmethod
     def _remove_if_done(conn: sqlite3.Connection, queue_id: str) -> tuple[str, bool] | None:
@@ -241,6 +259,10 @@ class Index:
             return None
         row = conn.execute("DELETE FROM messages WHERE id = ? RETURNING spooled", (queue_id,)).fetchone()
         return None if row is None else (queue_id, bool(row[0]))
+
+
+def _dsn(recipient: Recipient) -> tuple[str, str]:
+    return recipient.notify, recipient.orcpt
 
 
 def _failure_status(outcome: Outcome, *, expired: bool) -> str:

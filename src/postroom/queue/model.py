@@ -39,6 +39,8 @@ class Recipient:
     address: str
     mailbox: str
     transport: Transport = "local"
+    notify: str = ""  # DSN NOTIFY (RFC 3461 4.1): "NEVER" or e.g. "SUCCESS,FAILURE"; "" when not given
+    orcpt: str = ""  # DSN ORCPT (RFC 3461 4.2) decoded: "rfc822;user@example.test"; "" when not given
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,6 +51,8 @@ class Envelope:
     recipients: tuple[Recipient, ...]
     client_ip: str = ""
     helo: str = ""
+    ret: str = ""  # DSN RET (RFC 3461 4.3): "FULL", "HDRS" or "" (not given)
+    envid: str = ""  # DSN ENVID (RFC 3461 4.4), decoded; "" when not given
 
     def __post_init__(self) -> None:
         if not self.recipients:
@@ -68,6 +72,10 @@ class DueRecipient:
     received_at: float
     body: bytes | None = None  # the message itself when it is small enough to live in the index
     transport: Transport = "local"
+    notify: str = ""  # DSN parameters as in Recipient and Envelope (passed on to a next hop offering DSN)
+    orcpt: str = ""
+    ret: str = ""
+    envid: str = ""
 
     @property
     def domain(self) -> str:
@@ -90,6 +98,9 @@ class Outcome:
     status: str = ""
     remote_mta: str = ""
     diagnostic: str = ""
+    # For "delivered": the DSN action a NOTIFY=SUCCESS gets (RFC 3464 2.3.3): "delivered" (final delivery),
+    # "relayed" (handed to a next hop without DSN), or "" (the next hop took NOTIFY on and reports itself).
+    success_action: str = "delivered"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,13 +113,18 @@ class FailedRecipient:
     remote_mta: str = ""
     diagnostic: str = ""
     expired: bool = False
+    action: str = "failed"  # RFC 3464 2.3.3: failed, delayed, delivered or relayed
+    orcpt: str = ""  # the recipient's DSN ORCPT ("rfc822;user@example.test"), for Original-Recipient
+    will_retry_until: float | None = None  # for "delayed": when the queue gives up (RFC 3464 2.3.7)
 
 
 @dataclass(frozen=True, slots=True)
 class FailedMessage:
-    """The recipients of one message that failed for good in one ``Queue.record``: one DSN's worth.
+    """The recipients of one message to report on from one ``Queue.record``: one DSN's worth (failures,
+    and the delay warnings and success notices the DSN parameters ask for).
 
-    ``headers`` is the original header section (raw CRLF bytes, bounded) for text/rfc822-headers.
+    ``headers`` is the original header section (raw CRLF bytes, bounded) for text/rfc822-headers;
+    ``original`` the whole message when the sender asked for it (RET=FULL) and it is not too big.
     """
 
     queue_id: str
@@ -116,6 +132,9 @@ class FailedMessage:
     received_at: float
     recipients: tuple[FailedRecipient, ...]
     headers: bytes = b""
+    ret: str = ""
+    envid: str = ""
+    original: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

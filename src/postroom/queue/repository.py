@@ -13,12 +13,23 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from postroom.config.schema import QueueSettings
 from postroom.observe.log import Logger, sanitize
 from postroom.queue.commit import GroupCommitter
 from postroom.queue.index import HEADERS_MAX, Index, NewMessage, Recorded, header_section
-from postroom.queue.model import CommitStats, DueRecipient, Envelope, FailedMessage, Outcome, QueueError
+from postroom.queue.local_form import local_prefix, wire_form
+from postroom.queue.model import (
+    CommitStats,
+    DueRecipient,
+    Envelope,
+    FailedMessage,
+    Outcome,
+    QueueError,
+    Recipient,
+)
+from postroom.queue.notify import ORIGINAL_MAX, DsnEnvelope
 from postroom.queue.spool import Spool, SpoolWriter
 from postroom.store import open_database
 
@@ -65,6 +76,7 @@ class Queue:
         )
         self._commit_conn = commit_conn
         self._committer.start()
+        self._spool.prepared.start()
         self._work.set()  # recovered messages may be due
 
     def _open_and_recover(self) -> sqlite3.Connection:
@@ -94,6 +106,7 @@ class Queue:
 
     async def stop(self) -> None:
         """Finishes the commits already submitted, then closes the database and the lock."""
+        self._spool.prepared.stop()
         if self._committer is not None:
             await self._committer.stop()
             self._committer = None
@@ -111,9 +124,16 @@ class Queue:
 
     # --- accepting (event loop) ----------------------------------------------------------------------
 
-    def open_spool(self) -> SpoolWriter:
-        """A writer for one incoming message. Raises QueueError when no spool file can be created."""
-        return self._spool.open_writer(inline_max=self._settings.inline_max)
+    def open_spool(self, *, sender: str | None = None, recipients: Sequence[Recipient] = ()) -> SpoolWriter:
+        """A writer for one incoming message. Raises QueueError when no spool file can be created.
+
+        Given the envelope so far: a message for exactly one local mailbox is spooled in that mailbox's
+        form, so that local delivery links the file instead of copying it (local_form.py).
+        """
+        prefix = b""
+        if sender is not None and len(recipients) == 1 and recipients[0].transport == "local":
+            prefix = local_prefix(sender=sender, mailbox=recipients[0].mailbox)
+        return self._spool.open_writer(inline_max=self._settings.inline_max, local_prefix=prefix)
 
     async def commit(self, writer: SpoolWriter, envelope: Envelope) -> str:
         """Returns the queue id once the file, its directory entry and the index rows are all on disk.
@@ -171,7 +191,7 @@ class Queue:
             )
         for item in recorded:
             self._log_recorded(item)
-        failed = self._failed_messages(recorded, index.headers)
+        failed = self._failed_messages(recorded, index.headers, index.dsn)
         for queue_id, has_file in removed:
             if has_file:
                 self._spool.path(queue_id).unlink(missing_ok=True)
@@ -179,7 +199,7 @@ class Queue:
         return failed
 
     def _failed_messages(
-        self, recorded: Sequence[Recorded], headers: dict[str, bytes]
+        self, recorded: Sequence[Recorded], headers: dict[str, bytes], dsn: dict[str, DsnEnvelope]
     ) -> list[FailedMessage]:
         grouped: dict[str, list[Recorded]] = {}
         for item in recorded:
@@ -192,20 +212,45 @@ class Queue:
                 received_at=items[0].received_at,
                 recipients=tuple(item.failure for item in items if item.failure is not None),
                 headers=headers.get(queue_id) or self._spooled_headers(queue_id),
+                **self._dsn_fields(queue_id, dsn.get(queue_id), items),
             )
             for queue_id, items in grouped.items()
         ]
+
+    def _dsn_fields(
+        self, queue_id: str, envelope: DsnEnvelope | None, items: Sequence[Recorded]
+    ) -> dict[str, Any]:
+        """RET, ENVID, and for RET=FULL with a failure the whole message (RFC 3461 4.3), when not too big."""
+        if envelope is None:
+            return {}
+        original = envelope.original
+        failed = any(item.failure is not None and item.failure.action == "failed" for item in items)
+        if envelope.ret == "FULL" and failed and original is None:
+            try:
+                with open(self._spool.path(queue_id), "rb") as file:
+                    data = file.read(ORIGINAL_MAX + 1)
+                message = wire_form(data)  # the file may be in a mailbox's form
+                original = message if len(data) <= ORIGINAL_MAX and len(message) <= ORIGINAL_MAX else None
+            except OSError:
+                original = None
+        return {"ret": envelope.ret, "envid": envelope.envid, "original": original if failed else None}
 
     def _spooled_headers(self, queue_id: str) -> bytes:
         """The header section from the spool file (read before the file is removed); b"" when gone."""
         try:
             with open(self._spool.path(queue_id), "rb") as file:
-                return header_section(file.read(HEADERS_MAX))
+                return header_section(wire_form(file.read(HEADERS_MAX))[:HEADERS_MAX])
         except OSError:
             return b""
 
     def _log_recorded(self, item: Recorded) -> None:
-        fields = {"queue_id": item.queue_id, "rcpt": sanitize(item.address), "attempts": item.attempts}
+        fields = {
+            "queue_id": item.queue_id,
+            "rcpt": sanitize(item.address),
+            "attempts": item.attempts,
+            "transport": item.transport,
+            "delay": round(max(0.0, self._clock() - item.received_at), 3),  # Postfix's delay=: since queued
+        }
         if item.state == "delivered":
             self._log.info("delivery.delivered", **fields)
         elif item.state == "deferred":

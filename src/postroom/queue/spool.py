@@ -1,10 +1,12 @@
 """Spool files: queue ids, writing one message's bytes to disk, making them durable, and start-up recovery.
 
 Small messages never get a file: their bytes go into the index transaction (see SpoolWriter). Larger ones:
-``incoming/<id>`` while a message arrives, ``spool/<id>`` once committed (the rename happens inside the
-group commit, before the one fsync of ``spool/``). A file in ``spool/`` counts only
-when the index has its row: the index is written after the file is durable, so recovery may delete any file
-the index does not know. No SQL here (see index.py) and no batching (see commit.py).
+a file while a message arrives (``ready/p<pid>.<n>``, made ahead by prepared.py, or ``incoming/<id>``),
+``spool/<id>`` once committed (the rename happens inside the group commit, before the one fsync of
+``spool/``). A message for one local mailbox is written in that mailbox's form (local_form.py). A file
+in ``spool/`` counts only when the index has its row: the index is written after the file is durable, so
+recovery may delete any file the index does not know (its unlink never touches a name it was linked to).
+No SQL here (see index.py) and no batching (see commit.py).
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ import fcntl
 import os
 import random
 import re
+import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from postroom.queue.local_form import exact_lf
 from postroom.queue.model import QueueError
+from postroom.queue.prepared import PreparedFiles, create_spool_file
 
 __all__ = ["RecoveryReport", "Spool", "SpoolWriter", "sync_file"]
 
@@ -51,20 +56,37 @@ class SpoolWriter:
     ``inline_max`` spills to ``incoming/<queue_id>`` and streams there from then on: memory per session stays
     bounded whatever the message size.
 
+    With ``local_prefix`` (the message has one local mailbox) a spilled file is written in Maildir form:
+    that prefix, then the message with CRLF as LF (local_form.py). A bare LF in the message turns the file
+    back into wire form (rewritten once), so the form always gives back the bytes received. ``size`` counts
+    the message as received either way.
+
     ``write`` never raises for I/O: a failed write discards the file and remembers the error, and the
     commit then raises QueueError, so a session answers at end of data as RFC 5321 expects.
     """
 
-    def __init__(self, *, queue_id: str, incoming_dir: Path, inline_max: int) -> None:
+    def __init__(
+        self,
+        *,
+        queue_id: str,
+        incoming_dir: Path,
+        inline_max: int,
+        prepared: PreparedFiles | None = None,
+        local_prefix: bytes = b"",
+    ) -> None:
         self.queue_id = queue_id
         self.size = 0
         self._incoming_dir = incoming_dir
         self._inline_max = inline_max
+        self._prepared = prepared
+        self._prefix = local_prefix  # b"": the file (if any) is in wire form
+        self._held_cr = False  # Maildir form: the last write ended in CR, which may start a CRLF
         self._buffer = bytearray()
         self._path: Path | None = None
         self._file: BinaryIO | None = None
         self._error: OSError | None = None
         self._sealed = False  # handed to the commit: no more writes
+        self._rewrites = 0  # times prepend() copied a spilled file into a new one
 
     @property
     def inline_body(self) -> bytes | None:
@@ -85,23 +107,136 @@ class SpoolWriter:
                 self._spill()
             return
         try:
-            self._file.write(data)
+            self._put(data)
         except OSError as exc:
             self._fail(exc)
 
+    @property
+    def local_form(self) -> bool:
+        """True while the spilled file is in Maildir form (see local_form.py)."""
+        return bool(self._prefix) and self._path is not None
+
     def _spill(self) -> None:
-        path = self._incoming_dir / self.queue_id
+        taken = self._prepared.take() if self._prepared is not None else None
         try:
-            self._file = open(path, "xb", buffering=_BUFFER)  # noqa: SIM115 - the writer owns and closes it
-            self._path = path
-            self._file.write(self._buffer)
+            if taken is None:
+                path = self._incoming_dir / self.queue_id
+                self._file, self._path = create_spool_file(path), path
+            else:
+                self._path, self._file = taken
+            if self._prefix:
+                self._file.write(self._prefix)
+            self._put(bytes(self._buffer))
         except OSError as exc:
             self._fail(exc)
         self._buffer = bytearray()
 
+    def _put(self, data: bytes) -> None:
+        """Writes message bytes to the file, in its form."""
+        assert self._file is not None
+        if not self._prefix:
+            self._file.write(data)
+            return
+        if self._held_cr:
+            data, self._held_cr = b"\r" + data, False
+        if data.endswith(b"\r"):
+            data, self._held_cr = data[:-1], True
+        out = exact_lf(data)
+        if out is None:  # a bare LF: the Maildir form could not give this message back
+            if self._held_cr:
+                data, self._held_cr = data + b"\r", False
+            self._to_wire_form()
+            if self._error is None and self._file is not None:
+                self._file.write(data)
+            return
+        self._file.write(out)
+
+    def _release_cr(self) -> None:
+        """The message is complete: a CR held back for a following LF is a bare CR, the same in both forms."""
+        if self._held_cr and self._file is not None:
+            self._held_cr = False
+            self._file.write(b"\r")
+
+    def _to_wire_form(self) -> None:
+        """Rewrites the Maildir-form file as received (each LF was a CRLF); writing goes on in wire form."""
+        self._release_cr()
+        skip, self._prefix = len(self._prefix), b""
+        self._rewrite(b"", skip=skip, transform=lambda block: block.replace(b"\n", b"\r\n"))
+
     def _fail(self, exc: OSError) -> None:
         self._error = exc
         self._discard()
+
+    def head(self, limit: int) -> bytes:
+        """The first ``limit`` octets written so far (checks at end of data read the message back here)."""
+        if self._error is not None:
+            return b""
+        if self._file is None or self._path is None:
+            return bytes(self._buffer[:limit])
+        skip = len(self._prefix)
+        try:
+            self._file.flush()
+            with open(self._path, "rb") as source:
+                source.seek(skip)
+                data = source.read(limit)
+        except OSError as exc:
+            self._fail(exc)
+            return b""
+        return data.replace(b"\n", b"\r\n")[:limit] if skip else data
+
+    def prepend(self, data: bytes) -> None:
+        """Puts ``data`` (whole header lines) on top of the message, once the body is in.
+
+        In memory for an inline body. A spilled body is copied behind ``data`` into a new incoming file
+        that takes the old one's place; the commit then makes that file durable just as it would have
+        the old one (fdatasync, rename into ``spool/``, fsync of ``spool/``), and start-up recovery
+        removes either if we crash before.
+        """
+        if self._sealed:
+            raise RuntimeError(f"spool {self.queue_id} is being committed or was aborted")
+        if self._error is not None or not data:
+            return
+        self.size += len(data)
+        if self._file is None or self._path is None:
+            self._buffer[:0] = data
+            return
+        self._release_cr()
+        if self._prefix:
+            lf = exact_lf(data) if not data.endswith(b"\r") else None
+            if lf is not None:
+                self._rewrite(self._prefix + lf, skip=len(self._prefix))
+                return
+            self._to_wire_form()
+        self._rewrite(data, skip=0)
+
+    def _rewrite(self, head: bytes, *, skip: int, transform: Callable[[bytes], bytes] | None = None) -> None:
+        """Replaces the file by ``head`` + its contents from offset ``skip`` (each block ``transform``ed)."""
+        if self._file is None or self._path is None:
+            return
+        old_file, old_path = self._file, self._path
+        new_path = self._incoming_dir / f"{self.queue_id}.{self._rewrites + 1}"
+        try:
+            old_file.flush()
+            new_file = create_spool_file(new_path)
+        except OSError as exc:
+            self._fail(exc)
+            return
+        self._rewrites += 1
+        self._file, self._path = new_file, new_path
+        try:
+            new_file.write(head)
+            with open(old_path, "rb") as source:
+                source.seek(skip)
+                if transform is None:
+                    shutil.copyfileobj(source, new_file, _BUFFER)
+                else:
+                    while block := source.read(_BUFFER):
+                        new_file.write(transform(block))
+        except OSError as exc:
+            self._fail(exc)  # discards the new file; the old one goes below
+        with contextlib.suppress(OSError):
+            old_file.close()
+        old_path.unlink(missing_ok=True)
 
     def abort(self) -> None:
         """Discards the message (closes and unlinks the file). Safe to call twice or after a failed commit."""
@@ -128,6 +263,7 @@ class SpoolWriter:
             raise QueueError(f"writing spool file {self.queue_id} failed: {self._error}")
         file = self._file
         try:
+            self._release_cr()
             file.flush()
             sync_file(file.fileno())
         finally:
@@ -163,6 +299,8 @@ class Spool:
 
     def __init__(self, *, queue_dir: Path, clock: Callable[[], float]) -> None:
         self.incoming_dir = queue_dir / "incoming"
+        self.ready_dir = queue_dir / "ready"
+        self.prepared = PreparedFiles(self.ready_dir)  # started by the Queue once recovery is done
         self.spool_dir = queue_dir / "spool"
         self._lock_path = queue_dir / "lock"
         self._lock_fd: int | None = None
@@ -175,6 +313,7 @@ class Spool:
 
     def create(self) -> None:
         self.incoming_dir.mkdir(parents=True, exist_ok=True)
+        self.ready_dir.mkdir(parents=True, exist_ok=True)
         self.spool_dir.mkdir(parents=True, exist_ok=True)
 
     def new_queue_id(self) -> str:
@@ -185,10 +324,14 @@ class Spool:
             salt = self._random.getrandbits(12)
         return f"{micros:013x}{salt:03x}"
 
-    def open_writer(self, *, inline_max: int) -> SpoolWriter:
+    def open_writer(self, *, inline_max: int, local_prefix: bytes = b"") -> SpoolWriter:
         """A writer under a fresh queue id (its file, if it needs one, is made with O_EXCL)."""
         return SpoolWriter(
-            queue_id=self.new_queue_id(), incoming_dir=self.incoming_dir, inline_max=inline_max
+            queue_id=self.new_queue_id(),
+            incoming_dir=self.incoming_dir,
+            inline_max=inline_max,
+            prepared=self.prepared,
+            local_prefix=local_prefix,
         )
 
     def path(self, queue_id: str) -> Path:
@@ -236,9 +379,10 @@ class Spool:
                 os.unlink(entry.path)
                 removed_spool += 1
         removed_incoming = 0
-        for entry in os.scandir(self.incoming_dir):
-            os.unlink(entry.path)
-            removed_incoming += 1
+        for folder in (self.incoming_dir, self.ready_dir):
+            for entry in os.scandir(folder):
+                os.unlink(entry.path)
+                removed_incoming += 1
         if removed_spool:
             self.sync()
         return RecoveryReport(removed_spool, removed_incoming)

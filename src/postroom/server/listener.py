@@ -1,14 +1,18 @@
-"""asyncio listeners: bind the configured addresses, make one Session per connection, and shut down
-gracefully (stop accepting, let transactions finish up to a bound, then close what is left)."""
+"""asyncio listeners: bind the configured addresses, make one Session per connection (behind a Gate when the
+listener has a front door: lists, DNSBL, PROXY, greet delay), and shut down gracefully (stop accepting, let
+transactions finish up to a bound, then close what is left)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import socket
 import ssl
 
 from postroom.config.schema import ListenAddress
+from postroom.server.admission import Admission, FrontDoor
+from postroom.server.gate import Gate
 from postroom.server.session import Session, SessionServices
 
 __all__ = ["SmtpListener"]
@@ -30,10 +34,14 @@ class SmtpListener:
         self._addresses = addresses
         self._services = services
         self._servers: list[asyncio.Server] = []
-        self._sessions: set[Session] = set()
+        self._sessions: set[Session | Gate] = set()  # gates too: a flood waiting for its greeting counts
         self._drained = asyncio.Event()
         self._stopping = False
         self.bound: list[tuple[str, int]] = []
+
+    def set_front_door(self, front_door: FrontDoor) -> None:
+        """Check every new connection at this door (lists, DNSBL, PROXY, greet delay) before its session."""
+        self._services = dataclasses.replace(self._services, front_door=front_door)
 
     @property
     def session_count(self) -> int:
@@ -59,14 +67,36 @@ class SmtpListener:
                 self.bound.append((host, port))
         return self.bound
 
-    def _make_session(self) -> Session:
-        session = Session(services=self._services, listener=self.name, on_close=self._session_closed)
-        self._sessions.add(session)
+    def _make_session(self, admission: Admission | None = None) -> Session | Gate:
+        front_door = self._services.front_door
+        connection: Session | Gate
+        if front_door is not None and admission is None:
+            connection = Gate(
+                services=self._services,
+                front_door=front_door,
+                listener=self.name,
+                admit=self._admit,
+                on_close=self._session_closed,
+            )
+        else:
+            connection = Session(
+                services=self._services,
+                listener=self.name,
+                on_close=self._session_closed,
+                admission=admission,
+            )
+        self._sessions.add(connection)
         if self._stopping:  # accepted just as we stopped: it is told 421 and closed at once
-            session.request_shutdown()
+            connection.request_shutdown()
+        return connection
+
+    def _admit(self, admission: Admission) -> Session:
+        """The gate let a client in: its session (added before the gate leaves, so draining waits for it)."""
+        session = self._make_session(admission)
+        assert isinstance(session, Session)
         return session
 
-    def _session_closed(self, session: Session) -> None:
+    def _session_closed(self, session: Session | Gate) -> None:
         self._sessions.discard(session)
         if not self._sessions:
             self._drained.set()

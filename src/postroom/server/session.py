@@ -22,11 +22,23 @@ from typing import Any
 
 from postroom.auth.accounts import Accounts
 from postroom.auth.authenticator import Authenticator, LoginThrottled
-from postroom.auth.sasl import Challenge, Credentials, SaslExchange, start_exchange
+from postroom.auth.sasl import (
+    Acknowledgement,
+    Challenge,
+    Credentials,
+    SaslExchange,
+    ScramProof,
+    Step,
+    Unsupported,
+    Verified,
+)
 from postroom.config.schema import SmtpSettings
 from postroom.observe.log import Logger, sanitize
 from postroom.observe.maillog import MailLog
+from postroom.policy.limits import RateLimits
+from postroom.policy.sender_auth import SenderAuth
 from postroom.queue import Envelope, Queue, QueueError, Recipient, SpoolWriter
+from postroom.server.admission import Admission, FrontDoor
 from postroom.server.headers import HeaderCompleter
 from postroom.server.limits import ConnectionLimits
 from postroom.server.received import protocol_name, received_header
@@ -60,13 +72,29 @@ class SessionServices:
     tls_context: ssl.SSLContext | None = None  # STARTTLS offered when set (and ServerSettings.starttls)
     authenticator: Authenticator | None = None  # AUTH offered when set
     require_auth: bool = False  # submission: MAIL only after AUTH, and only from the user's own addresses
+    front_door: FrontDoor | None = None  # lists, DNSBL, PROXY, greet delay (server/gate.py); None: none
+    rate_limits: RateLimits | None = None  # [limits] rates and [greylist] (policy/limits.py); None: off
+    sender_auth: SenderAuth | None = None  # MX: SPF, DKIM, DMARC (policy/sender_auth.py); None: off
+
+
+def _dsn_params(event: events.Rcpt) -> tuple[str, str]:
+    """NOTIFY and ORCPT (RFC 3461) as the queue keeps them: "SUCCESS,DELAY", "rfc822;user@example.test"."""
+    return ",".join(event.notify or ()), "" if event.orcpt is None else ";".join(event.orcpt)
 
 
 class Session(asyncio.Protocol):
     """An asyncio Protocol for one SMTP connection."""
 
-    def __init__(self, *, services: SessionServices, listener: str, on_close: Callable[[Session], None]):
+    def __init__(
+        self,
+        *,
+        services: SessionServices,
+        listener: str,
+        on_close: Callable[[Session], None],
+        admission: Admission | None = None,  # from the gate: the real client address, DNSBL at RCPT
+    ):
         self._services = services
+        self._admission = admission
         self._listener = listener
         self._on_close = on_close
         self._loop = asyncio.get_running_loop()
@@ -84,11 +112,13 @@ class Session(asyncio.Protocol):
         self._last_activity = 0.0
         self._receiving = False  # inside DATA or a BDAT chunk
         self._messages = 0
+        self._bytes_in = self._bytes_out = 0  # reported in the close event (metrics)
         self._close_reason = "client closed"
         self._helo = ""
         self._extended = False
         self._sender: str | None = None  # the transaction: MAIL, RCPTs, the spool file of its body
         self._smtputf8 = False
+        self._dsn = ("", "")  # RET and ENVID of the transaction's MAIL (RFC 3461)
         self._recipients: list[Recipient] = []
         self._mailboxes: set[str] = set()
         self._spool: SpoolWriter | None = None
@@ -119,8 +149,12 @@ class Session(asyncio.Protocol):
         self._transport = typing.cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         peer = self._transport.get_extra_info("peername")
         self._client_ip = str(peer[0]) if peer else "unknown"
+        if self._admission is not None:  # the gate read a PROXY header: the client behind the proxy
+            self._client_ip = self._admission.client_ip
         if self._shutdown_requested:  # accepted while the listener stopped
             self._close_with(replies.SHUTTING_DOWN, reason="server shutdown")
+            return
+        if self._refused_by_rate():
             return
         refusal = self._services.limits.acquire(self._client_ip)
         if refusal is not None:
@@ -138,6 +172,7 @@ class Session(asyncio.Protocol):
         self._arm_timer()
 
     def data_received(self, data: bytes) -> None:
+        self._bytes_in += len(data)
         if self._closing:
             return
         if self._early_tls_data is not None:
@@ -167,6 +202,9 @@ class Session(asyncio.Protocol):
                 client=self._client_ip,
                 messages=self._messages,
                 reason=self._close_reason if exc is None else f"connection error: {exc}",
+                listener=self._listener,
+                bytes_in=self._bytes_in,
+                bytes_out=self._bytes_out,
             )
         self._on_close(self)
 
@@ -239,7 +277,9 @@ class Session(asyncio.Protocol):
 
     def _flush(self) -> None:
         if self._out and self._transport is not None:
-            self._transport.write(b"".join(self._out) if len(self._out) > 1 else self._out[0])
+            out = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+            self._bytes_out += len(out)
+            self._transport.write(out)
         self._out.clear()
 
     def _close_with(self, reply: Reply, *, reason: str) -> None:
@@ -295,6 +335,7 @@ class Session(asyncio.Protocol):
     def _reset_transaction(self) -> None:
         self._sender = None
         self._smtputf8 = False
+        self._dsn = ("", "")
         self._recipients = []
         self._mailboxes = set()
         self._spool = None
@@ -320,23 +361,41 @@ class Session(asyncio.Protocol):
         self._abort_transaction()
         if self._services.require_auth:
             self._check_sender(event)
+        self._check_mail_limits(event)
+        sender_auth = self._services.sender_auth
+        if sender_auth is not None and sender_auth.refuses_ehlo(self._helo, self._client_ip):
+            raise SmtpError(replies.EHLO_IMPERSONATION, reason=f"EHLO {sanitize(self._helo)} impersonation")
         self._sender = "" if event.reverse_path is None else str(event.reverse_path)
         self._smtputf8 = event.smtputf8
+        self._dsn = (event.ret or "", event.envid or "")
         return self._conn.default_reply(event)
 
     def _on_rcpt(self, event: events.Rcpt) -> Reply:
+        listed = self._admission.rcpt_refusal if self._admission is not None else None
+        if listed is not None and self._user is None:  # [policy] dnsbl_reject = "rcpt"
+            raise SmtpError(listed, reason="client on a DNS block list")
         address = event.forward_path
         accounts = self._services.accounts
         if address.domain and not accounts.is_local_domain(address.domain):
-            self._add_recipient(self._remote_recipient(event))
-            return self._conn.default_reply(event)
+            recipient = self._remote_recipient(event)
+            self._check_rcpt_limits(event)
+            self._add_recipient(recipient)
+            return self._rcpt_accepted(event)
         mailboxes = accounts.resolve(address.local_part, address.domain)
         if not mailboxes:
             raise SmtpError(replies.NO_SUCH_USER, reason="unknown recipient")
+        self._check_rcpt_limits(event)
         rcpt_text = str(address)
         for mailbox in mailboxes:
-            self._add_recipient(Recipient(address=rcpt_text, mailbox=mailbox))
-        return self._conn.default_reply(event)
+            self._add_recipient(Recipient(rcpt_text, mailbox, "local", *_dsn_params(event)))
+        return self._rcpt_accepted(event)
+
+    def _rcpt_accepted(self, event: events.Rcpt) -> Reply:
+        reply = self._conn.default_reply(event)
+        self._services.maillog.recipient_accepted(
+            session_id=self.session_id, rcpt=str(event.forward_path), reply=str(reply)
+        )
+        return reply
 
     def _remote_recipient(self, event: events.Rcpt) -> Recipient:
         """Relaying: only for an authenticated user or a client in [smtp] relay_networks (like Postfix's
@@ -348,7 +407,7 @@ class Session(asyncio.Protocol):
         if address.domain.startswith("["):
             raise SmtpError(replies.RELAY_DENIED, reason="relay to an address literal")
         remote = f"{address.local_part}@{address.domain.lower()}"
-        return Recipient(address=str(address), mailbox=remote, transport="smtp")
+        return Recipient(str(address), remote, "smtp", *_dsn_params(event))
 
     def _may_relay(self) -> bool:
         if self._user is not None:
@@ -397,7 +456,7 @@ class Session(asyncio.Protocol):
     def _open_spool(self) -> None:
         services = self._services
         try:
-            spool = services.queue.open_spool()
+            spool = services.queue.open_spool(sender=self._sender, recipients=self._recipients)
         except OSError as exc:
             raise SmtpError(replies.INSUFFICIENT_STORAGE, reason=f"cannot open a spool file: {exc}") from exc
         protocol = protocol_name(
@@ -450,6 +509,8 @@ class Session(asyncio.Protocol):
             recipients=tuple(self._recipients),
             client_ip=self._client_ip,
             helo=self._helo,
+            ret=self._dsn[0],
+            envid=self._dsn[1],
         )
         self._await_reply(self._commit(spool, envelope))
 
@@ -477,6 +538,12 @@ class Session(asyncio.Protocol):
         self._after_transaction()
 
     async def _commit(self, spool: SpoolWriter, envelope: Envelope) -> Reply:
+        refusal = await self._authenticate_sender(spool, envelope)
+        if refusal is not None:
+            spool.abort()
+            self._spool = None
+            self._reset_transaction()
+            return refusal
         try:
             queue_id = await self._services.queue.commit(spool, envelope)
         except QueueError as exc:
@@ -490,6 +557,8 @@ class Session(asyncio.Protocol):
         else:
             reply = replies.queued(queue_id)
             self._messages += 1
+            if self._services.rate_limits is not None:  # bytes per hour per user
+                self._services.rate_limits.accepted(user=self._user, size=spool.size)
             self._services.maillog.queued(
                 queue_id=queue_id,
                 session_id=self.session_id,
@@ -500,6 +569,38 @@ class Session(asyncio.Protocol):
             )
         self._spool = None
         self._reset_transaction()
+        return reply
+
+    async def _authenticate_sender(self, spool: SpoolWriter, envelope: Envelope) -> Reply | None:
+        """SPF, DKIM, DMARC (MX listener; not for our own users and relay_networks): a refusal, or None
+        once the Authentication-Results header is on top of the message."""
+        sender_auth = self._services.sender_auth
+        if sender_auth is None or self._may_relay():
+            return None
+        try:
+            spilled = spool.spilled  # a spooled file is read back and rewritten off the event loop
+            limit = sender_auth.read_limit
+            head = await asyncio.to_thread(spool.head, limit) if spilled else spool.head(limit)
+            verdict = await sender_auth.check(
+                client_ip=self._client_ip, helo=self._helo, sender=envelope.sender, message=head
+            )
+            self._services.log.info("sender_auth.checked", session_id=self.session_id, **verdict.summary)
+            if verdict.refusal is None:
+                if spilled:
+                    await asyncio.to_thread(spool.prepend, verdict.header)
+                else:
+                    spool.prepend(verdict.header)
+                return None
+        except Exception as exc:
+            self._services.log.failure("sender_auth.error", exc, session_id=self.session_id)
+            return replies.LOCAL_ERROR
+        reply = replies.DMARC_REJECTED if verdict.refusal == "dmarc" else replies.SPF_REJECTED
+        self._services.maillog.message_refused(
+            session_id=self.session_id,
+            sender=envelope.sender,
+            reply=str(reply),
+            reason=f"{verdict.refusal} policy",
+        )
         return reply
 
     def _after_transaction(self) -> None:
@@ -554,7 +655,10 @@ class Session(asyncio.Protocol):
         return None
 
     def _on_auth(self, event: events.Auth) -> Answer:
-        self._sasl, step = start_exchange(event.mechanism, event.initial_response)
+        authenticator = self._services.authenticator
+        if authenticator is None:  # the protocol offers AUTH only when told to; this is a wiring bug
+            raise SmtpError(replies.NOT_IMPLEMENTED, reason="AUTH without an authenticator")
+        self._sasl, step = authenticator.start_exchange(event.mechanism, event.initial_response)
         return self._sasl_step(step)
 
     def _on_auth_response(self, event: events.AuthResponse) -> Answer:
@@ -562,15 +666,19 @@ class Session(asyncio.Protocol):
             raise SmtpError(replies.BAD_SEQUENCE, reason="SASL response without an exchange")
         return self._sasl_step(self._sasl.step(event.response))
 
-    def _sasl_step(self, step: Challenge | Credentials | object) -> Answer:
+    def _sasl_step(self, step: Step) -> Answer:
         if isinstance(step, Challenge):
             return Reply(334, None, step.text)
         self._sasl = None
-        if isinstance(step, Credentials):
+        if isinstance(step, Credentials | ScramProof):
             return self._authenticate(step)
-        raise SmtpError(replies.AUTH_RESPONSE_SYNTAX, reason=str(getattr(step, "reason", "malformed")))
+        if isinstance(step, Verified):  # the client took SCRAM's server-final message
+            return self._logged_in(step.user)
+        if isinstance(step, Unsupported):
+            raise SmtpError(replies.AUTH_CHANNEL_BINDING, reason=step.reason)
+        raise SmtpError(replies.AUTH_RESPONSE_SYNTAX, reason=step.reason)
 
-    async def _authenticate(self, credentials: Credentials) -> Reply:
+    async def _authenticate(self, credentials: Credentials | ScramProof) -> Reply:
         authenticator = self._services.authenticator
         log = self._services.log
         try:
@@ -586,8 +694,14 @@ class Session(asyncio.Protocol):
                 username=sanitize(credentials.username),
             )
             return replies.AUTH_FAILED
+        if isinstance(credentials, ScramProof):  # RFC 4954 4: data with success goes in a 334, then 235
+            self._sasl = Acknowledgement(user)
+            return Reply(334, None, credentials.server_final)
+        return self._logged_in(user)
+
+    def _logged_in(self, user: str) -> Reply:
         self._user = user
-        log.info("auth.ok", session_id=self.session_id, client=self._client_ip, user=user)
+        self._services.log.info("auth.ok", session_id=self.session_id, client=self._client_ip, user=user)
         return replies.AUTH_OK
 
     def _check_sender(self, event: events.Mail) -> None:
@@ -600,6 +714,41 @@ class Session(asyncio.Protocol):
         )
         if not owned:
             raise SmtpError(replies.SENDER_NOT_OWNED, reason=f"{self._user} may not send as {sender}")
+
+    # --- rate limits and greylisting (policy/limits.py) ---------------------------------------------------
+
+    def _refused_by_rate(self) -> bool:
+        """New connections per client IP per minute: beyond, 421 4.7.0 and close."""
+        rate_limits = self._services.rate_limits
+        refusal = rate_limits.connection(self._client_ip) if rate_limits is not None else None
+        if refusal is None:
+            return False
+        self._services.maillog.refused_connection(
+            client=self._client_ip, listener=self._listener, reply=str(refusal.reply)
+        )
+        self._close_with(refusal.reply, reason=refusal.reason)
+        return True
+
+    def _check_mail_limits(self, event: events.Mail) -> None:
+        rate_limits = self._services.rate_limits
+        if rate_limits is None:
+            return
+        sender = "" if event.reverse_path is None else str(event.reverse_path)
+        refusal = rate_limits.mail(
+            ip=self._client_ip, sender=sender, user=self._user, messages=self._messages, size=event.size
+        )
+        if refusal is not None:
+            raise SmtpError(refusal.reply, reason=refusal.reason)
+
+    def _check_rcpt_limits(self, event: events.Rcpt) -> None:
+        rate_limits = self._services.rate_limits
+        if rate_limits is None or self._sender is None:
+            return
+        refusal = rate_limits.rcpt(
+            ip=self._client_ip, sender=self._sender, user=self._user, recipient=str(event.forward_path)
+        )
+        if refusal is not None:
+            raise SmtpError(refusal.reply, reason=refusal.reason)
 
     def _reject(self, event: events.Event, reply: Reply, reason: str) -> None:
         self._services.maillog.rejected(

@@ -240,7 +240,7 @@ class ClientConnection:
 
     __slots__ = (
         "_awaited", "_eof", "_extended", "_extensions", "_mail_body", "_mail_smtputf8", "_outgoing",
-        "_projected", "_reader", "_recipients", "_settings", "_state", "_stuffer", "_tls",
+        "_projected", "_reader", "_recipients", "_sasl_pending", "_settings", "_state", "_stuffer", "_tls",
     )  # fmt: skip
 
     def __init__(self, *, settings: ClientSettings) -> None:
@@ -259,6 +259,7 @@ class ClientConnection:
         self._recipients: list[Address] = []  # accepted in the current transaction
         self._mail_smtputf8 = False  # the MAIL given last asked for SMTPUTF8 (RCPT checks it)
         self._mail_body: str | None = None  # ... and its BODY type (DATA checks it)
+        self._sasl_pending = False  # a 334 was read: auth_response() is due (RFC 4954 4)
 
     # --- public state ---------------------------------------------------------------------------------
 
@@ -434,6 +435,30 @@ class ClientConnection:
             raise _misuse("the server does not offer CHUNKING: send the message with data()")
         self._queue(command, f"BDAT {len(chunk)}{' LAST' if last else ''}", payload=chunk)
 
+    def auth(self, mechanism: str, initial_response: str | None = None) -> None:
+        """AUTH (RFC 4954 4) with an optional base64 initial response ("=" for an empty one). A 334 reply
+        asks for ``auth_response``; 235 ends the exchange. Only for a mechanism the server offered."""
+        self._check_can_send(Command.AUTH)
+        offered = self._extensions.get("AUTH", "").upper().split()
+        if mechanism.upper() not in offered:
+            raise _misuse(f"the server does not offer AUTH {mechanism}")
+        argument = "" if initial_response is None else f" {initial_response or '='}"
+        self._check_sasl_text(argument)
+        self._queue(Command.AUTH, f"AUTH {mechanism.upper()}{argument}")
+
+    def auth_response(self, response: str) -> None:
+        """The base64 answer to a 334 challenge (or "*" to cancel)."""
+        if self._awaited or not self._sasl_pending:
+            raise _misuse("auth_response() answers a 334 reply to AUTH")
+        self._check_sasl_text(response)
+        self._sasl_pending = False
+        self._queue(Command.AUTH, response)
+
+    @staticmethod
+    def _check_sasl_text(text: str) -> None:
+        if not text.isascii() or "\r" in text or "\n" in text:
+            raise _misuse("AUTH arguments are base64 text on one line")
+
     def rset(self) -> None:
         self._check_can_send(Command.RSET)
         self._queue(Command.RSET, "RSET")
@@ -548,6 +573,10 @@ class ClientConnection:
             self._close()
             return
         positive, klass = POSITIVE_CLASS[command], reply.code // 100
+        if command is Command.AUTH and reply.code == 334:  # RFC 4954 4: a challenge; state stays
+            self._sasl_pending = True
+            return
+        self._sasl_pending = False
         if klass < 4 and klass != positive:
             self._close()
             raise _malformed(f"{reply.code} is not an answer to {command.name}")

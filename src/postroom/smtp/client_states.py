@@ -88,6 +88,7 @@ class Command(Enum):
     RSET = "RSET"
     NOOP = "NOOP"
     QUIT = "QUIT"
+    AUTH = "AUTH"  # AUTH and each SASL response line (RFC 4954): 334 asks for more, 235 ends it
 
     __hash__ = object.__hash__  # as ClientState
 
@@ -98,7 +99,7 @@ C = Command
 # RFC 5321 4.2.1: the first digit says it all. 3yz is the only positive answer to DATA, 2yz to the others.
 POSITIVE_CLASS: dict[Command, int] = {command: 3 if command is C.DATA else 2 for command in Command}
 
-GROUP_ENDERS = frozenset({C.GREETING, C.EHLO, C.HELO, C.STARTTLS, C.DATA, C.NOOP, C.QUIT})
+GROUP_ENDERS = frozenset({C.GREETING, C.EHLO, C.HELO, C.STARTTLS, C.DATA, C.NOOP, C.QUIT, C.AUTH})
 
 
 def _any_reply(command: Command, target: ClientState) -> dict[tuple[Command, bool], ClientState]:
@@ -145,7 +146,7 @@ SENDABLE: dict[ClientState, frozenset[Command]] = {
     S.GREETING: frozenset(),
     S.GREETED: _ANYTIME | {C.EHLO, C.HELO},
     S.REFUSED: frozenset({C.QUIT}),
-    S.READY: _ANYTIME | {C.EHLO, C.HELO, C.MAIL, C.STARTTLS},
+    S.READY: _ANYTIME | {C.EHLO, C.HELO, C.MAIL, C.STARTTLS, C.AUTH},
     S.MAIL: _ANYTIME | {C.RCPT},
     S.RCPT: _ANYTIME | {C.RCPT, C.DATA, C.BDAT, C.BDAT_LAST},
     S.DATA: frozenset(),

@@ -67,6 +67,8 @@ class Mail(Event):
     size: int | None = None  # SIZE= (RFC 1870), validated
     body: str | None = None  # BODY= 7BIT | 8BITMIME | BINARYMIME, upper-cased
     smtputf8: bool = False  # SMTPUTF8 (RFC 6531)
+    ret: str | None = None  # RET= FULL | HDRS (RFC 3461 4.3), upper-cased
+    envid: str | None = None  # ENVID= (RFC 3461 4.4), xtext-decoded
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,8 @@ class Rcpt(Event):
     forward_path: Address
     params: Mapping[str, str | None] = field(default_factory=dict)
     source_route: tuple[str, ...] = ()  # RFC 5321 4.1.2: accepted, recorded, never used for routing
+    notify: tuple[str, ...] | None = None  # NOTIFY= (RFC 3461 4.1): ("NEVER",) or of SUCCESS, FAILURE, DELAY
+    orcpt: tuple[str, str] | None = None  # ORCPT= (RFC 3461 4.2): (address type, xtext-decoded address)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from postroom.smtp import replies
 from postroom.smtp.errors import RemoteProtocolError
 from postroom.smtp.events import Auth, Bdat, Ehlo, Mail, Rcpt
 from postroom.smtp.types import Address, Reply
+from postroom.smtp.xtext import decode_xtext
 
 __all__ = [
     "is_domain",
@@ -57,6 +58,12 @@ MAX_DOMAIN = 255
 MAX_PATH = 256
 _MAX_LABEL = 63
 _BODY_TYPES = frozenset({"7BIT", "8BITMIME", "BINARYMIME"})
+# RFC 3461: NOTIFY's keywords in the order they are kept; ENVID at most 100 characters (4.4); ORCPT's
+# addr-type is an atom (4.2), its address at most 500 characters as sent.
+_NOTIFY_ORDER = ("SUCCESS", "FAILURE", "DELAY")
+_MAX_ENVID = 100
+_MAX_ORCPT = 500
+_ADDRESS_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-]{0,31}")
 
 
 def _fail(reply: Reply, reason: str) -> RemoteProtocolError:
@@ -212,9 +219,41 @@ def _after_prefix(args: str, prefix: str, syntax: Reply) -> str:
     return rest[1:] if rest.startswith(" ") else rest
 
 
+def _parse_ret(value: str | None) -> str:
+    if value is None or value.upper() not in ("FULL", "HDRS"):
+        raise _fail(replies.BAD_RET_PARAMETER, "RET is not FULL or HDRS")
+    return value.upper()
+
+
+def _parse_envid(value: str | None) -> str:
+    decoded = None if value is None else decode_xtext(value)
+    if decoded is None or not decoded or len(decoded) > _MAX_ENVID:
+        raise _fail(replies.BAD_ENVID_PARAMETER, "ENVID is not xtext of 1 to 100 characters")
+    return decoded
+
+
+def _parse_notify(value: str | None) -> tuple[str, ...]:
+    """NOTIFY=NEVER, or a comma list of SUCCESS, FAILURE, DELAY (RFC 3461 4.1), in a canonical order."""
+    words = [] if value is None else [word.upper() for word in value.split(",")]
+    if words == ["NEVER"]:
+        return ("NEVER",)
+    if not words or len(set(words)) != len(words) or not set(words) <= set(_NOTIFY_ORDER):
+        raise _fail(replies.BAD_NOTIFY_PARAMETER, "NOTIFY is not NEVER or a list of SUCCESS, FAILURE, DELAY")
+    return tuple(word for word in _NOTIFY_ORDER if word in words)
+
+
+def _parse_orcpt(value: str | None) -> tuple[str, str]:
+    """ORCPT=addr-type;xtext (RFC 3461 4.2): (address type lower-cased, the decoded address)."""
+    kind, semicolon, text = (value or "").partition(";")
+    address = decode_xtext(text) if semicolon and len(text) <= _MAX_ORCPT else None
+    if not _ADDRESS_TYPE.fullmatch(kind) or not address:
+        raise _fail(replies.BAD_ORCPT_PARAMETER, "ORCPT is not addr-type;xtext")
+    return kind.lower(), address
+
+
 def parse_mail(args: str) -> Mail:
     """``FROM:<reverse-path> [params]``: SIZE (RFC 1870), BODY (RFC 6152, 3030), SMTPUTF8 (RFC 6531), AUTH
-    (RFC 4954 5, accepted and ignored). Any other parameter is 555."""
+    (RFC 4954 5, accepted and ignored), RET and ENVID (RFC 3461). Any other parameter is 555."""
     path = _after_prefix(args, "FROM:", replies.MAIL_SYNTAX)
     if not path.startswith("<"):
         raise _fail(replies.MAIL_SYNTAX, "reverse path without '<'")
@@ -222,6 +261,8 @@ def parse_mail(args: str) -> Mail:
     params = parse_params(rest) if rest else {}
     size: int | None = None
     body: str | None = None
+    ret: str | None = None
+    envid: str | None = None
     for key, value in params.items():
         if key == "SIZE":
             if value is None or not _DIGITS.fullmatch(value):
@@ -231,17 +272,21 @@ def parse_mail(args: str) -> Mail:
             if value is None or value.upper() not in _BODY_TYPES:
                 raise _fail(replies.BAD_BODY_PARAMETER, "unknown BODY type")
             body = value.upper()
+        elif key == "RET":
+            ret = _parse_ret(value)
+        elif key == "ENVID":
+            envid = _parse_envid(value)
         elif (key == "SMTPUTF8" and value is None) or (key == "AUTH" and value is not None):
             pass  # SMTPUTF8 is read below; AUTH= (RFC 4954 5) is accepted and ignored
         elif key in ("SMTPUTF8", "AUTH"):
             raise _fail(replies.PARAMETER_SYNTAX, f"bad {key} parameter")
         else:
             raise _fail(replies.UNKNOWN_PARAMETER, f"unknown MAIL parameter {key}")
-    return Mail(sender, params, size=size, body=body, smtputf8="SMTPUTF8" in params)
+    return Mail(sender, params, size=size, body=body, smtputf8="SMTPUTF8" in params, ret=ret, envid=envid)
 
 
 def parse_rcpt(args: str) -> Rcpt:
-    """``TO:<forward-path> [params]``; no RCPT parameter is supported yet (DSN is not offered)."""
+    """``TO:<forward-path> [params]``: NOTIFY and ORCPT (RFC 3461); any other parameter is 555."""
     path = _after_prefix(args, "TO:", replies.RCPT_SYNTAX)
     if not path.startswith("<"):
         raise _fail(replies.RCPT_SYNTAX, "forward path without '<'")
@@ -249,9 +294,16 @@ def parse_rcpt(args: str) -> Rcpt:
     if recipient is None:
         raise _fail(replies.BAD_RECIPIENT_ADDRESS, "null forward path")
     params = parse_params(rest) if rest else {}
-    if params:
-        raise _fail(replies.UNKNOWN_PARAMETER, f"unknown RCPT parameter {next(iter(params))}")
-    return Rcpt(recipient, params, source_route=route)
+    notify: tuple[str, ...] | None = None
+    orcpt: tuple[str, str] | None = None
+    for key, value in params.items():
+        if key == "NOTIFY":
+            notify = _parse_notify(value)
+        elif key == "ORCPT":
+            orcpt = _parse_orcpt(value)
+        else:
+            raise _fail(replies.UNKNOWN_PARAMETER, f"unknown RCPT parameter {key}")
+    return Rcpt(recipient, params, source_route=route, notify=notify, orcpt=orcpt)
 
 
 def parse_helo(args: str, *, extended: bool) -> Ehlo:

@@ -57,15 +57,28 @@ START_DATA = _r(354, None, "End data with <CR><LF>.<CR><LF>")
 
 # --- 4xx ------------------------------------------------------------------------------------------
 SHUTTING_DOWN = _r(421, "4.3.2", "Server shutting down, try again later")
-TOO_MANY_CONNECTIONS = _r(421, "4.7.0", "Too many connections, try again later")
-TOO_MANY_CONNECTIONS_FROM_IP = _r(421, "4.7.0", "Too many connections from your address, try again later")
+# Connection limits ([smtp] max_connections, max_connections_per_ip): the sentence says which one.
+TOO_MANY_CONNECTIONS = _r(421, "4.7.0", "Too many connections to this server in total, try again later")
+TOO_MANY_CONNECTIONS_FROM_IP = _r(
+    421, "4.7.0", "Too many concurrent connections from your address, try again later"
+)
 COMMAND_TIMEOUT = _r(421, "4.4.2", "Timeout waiting for a command, closing connection")
 DATA_TIMEOUT = _r(421, "4.4.2", "Timeout waiting for message data, closing connection")
 TOO_MANY_ERRORS = _r(421, "4.7.0", "Too many errors, closing connection")
 LOCAL_ERROR = _r(451, "4.3.0", "Local error in processing, try again later")
 QUEUE_UNAVAILABLE = _r(451, "4.3.0", "Cannot queue the message now, try again later")
 INSUFFICIENT_STORAGE = _r(452, "4.3.1", "Insufficient system storage, try again later")
-TOO_MANY_RECIPIENTS = _r(452, "4.5.3", "Too many recipients")
+TOO_MANY_RECIPIENTS = _r(452, "4.5.3", "Too many recipients for one message, send the rest in another")
+# Rate limits and greylisting (policy/limits.py): each sentence names the limit that was reached.
+CONNECTION_RATE_EXCEEDED = _r(
+    421, "4.7.0", "Too many new connections from your address in the last minute, try again later"
+)
+TOO_MANY_MESSAGES = _r(421, "4.7.0", "Too many messages in one connection, reconnect to send more")
+RECIPIENT_RATE_EXCEEDED = _r(
+    451, "4.7.1", "Too many recipients from this sender in the last hour, try again later"
+)
+BYTE_RATE_EXCEEDED = _r(451, "4.7.1", "Too many bytes sent by this account in the last hour, try again later")
+GREYLISTED = _r(451, "4.7.1", "Greylisted: first mail from your server to this recipient, try again later")
 
 # --- 5xx: the command itself --------------------------------------------------------------------
 SYNTAX_ERROR = _r(500, "5.5.2", "Syntax error, command unrecognized")
@@ -93,6 +106,10 @@ UNKNOWN_PARAMETER = _r(555, "5.5.4", "Unsupported MAIL or RCPT parameter")
 BAD_BODY_PARAMETER = _r(501, "5.5.4", "BODY must be 7BIT, 8BITMIME or BINARYMIME")
 BINARYMIME_NEEDS_BDAT = _r(503, "5.5.1", "BODY=BINARYMIME requires BDAT")
 BAD_SIZE_PARAMETER = _r(501, "5.5.4", "SIZE must be a decimal number")
+BAD_NOTIFY_PARAMETER = _r(501, "5.5.4", "NOTIFY must be NEVER, or one or more of SUCCESS, FAILURE, DELAY")
+BAD_ORCPT_PARAMETER = _r(501, "5.5.4", "ORCPT must be an address type, a semicolon and an xtext address")
+BAD_RET_PARAMETER = _r(501, "5.5.4", "RET must be FULL or HDRS")
+BAD_ENVID_PARAMETER = _r(501, "5.5.4", "ENVID must be xtext of at most 100 characters")
 SMTPUTF8_REQUIRED = _r(553, "5.6.7", "Non-ASCII address requires the SMTPUTF8 parameter")
 AUTH_OK = _r(235, "2.7.0", "Authentication successful")
 AUTH_FAILED = _r(535, "5.7.8", "Authentication credentials invalid")
@@ -102,6 +119,8 @@ AUTH_THROTTLED = _r(454, "4.7.0", "Too many failed logins, try again later")
 SENDER_NOT_OWNED = _r(553, "5.7.1", "Sender address not owned by the authenticated user")
 AUTH_CANCELLED = _r(501, "5.7.0", "Authentication cancelled")
 AUTH_RESPONSE_SYNTAX = _r(501, "5.5.2", "Cannot decode the authentication response")
+# RFC 5802 5.1: a client that demands channel binding ("p=" in its gs2 header) of SCRAM-SHA-256 (not -PLUS).
+AUTH_CHANNEL_BINDING = _r(501, "5.5.4", "Channel binding is not offered here; use SCRAM-SHA-256 without it")
 HTTP_COMMAND = _r(500, "5.5.1", "This is an SMTP server, not an HTTP server")
 
 # --- 5xx: the message ---------------------------------------------------------------------------
@@ -115,7 +134,26 @@ MESSAGE_HAS_NUL = _r(550, "5.6.0", "Message contains a NUL octet")
 NO_SUCH_USER = _r(550, "5.1.1", "No such user here")
 RELAY_DENIED = _r(554, "5.7.1", "Relay access denied")
 SOURCE_ROUTE_RELAY_DENIED = _r(554, "5.7.1", "Source routes are not used for routing; relay access denied")
+# The front door (policy/connect.py, policy/dnsbl.py, server/gate.py): sent as the greeting, then closed.
+TALKED_BEFORE_GREETING = _r(554, "5.5.1", "Protocol error: you sent data before the greeting")
+
+
+def client_denied(ip: str) -> Reply:
+    return _r(554, "5.7.1", f"Access denied: connections from [{ip}] are not accepted here")
+
+
+def client_blocklisted(ip: str, zone: str) -> Reply:
+    # Postfix's wording, which operators and list maintainers search for.
+    return _r(554, "5.7.1", f"Service unavailable; client [{ip}] blocked using {zone}")
+
+
 TRANSACTION_FAILED = _r(554, "5.5.0", "Transaction failed")
+# Sender authentication (policy/sender_auth.py), on the MX listener.
+DMARC_REJECTED = _r(
+    550, "5.7.1", "Message rejected: it failed the DMARC check and the From domain's policy is reject"
+)
+SPF_REJECTED = _r(550, "5.7.23", "Message rejected: the sender's SPF record does not allow your address")
+EHLO_IMPERSONATION = _r(550, "5.7.1", "Your EHLO name is this server's own name or an address not yours")
 
 # --- AUTH (RFC 4954) ----------------------------------------------------------------------------
 ENCRYPTION_REQUIRED = _r(530, "5.7.0", "Must issue a STARTTLS command first")

@@ -14,8 +14,8 @@ Contract for the driver (the session):
 - A 421 (shutting down, timeout) may be sent at any time, even with nothing to answer; it closes.
 - Error replies (4xx/5xx) to commands are counted; once ``max_errors`` were sent, the next one is replaced
   by replies.TOO_MANY_ERRORS (421) and the connection closes. Not counted: 421s, 452 4.5.3 (too many
-  recipients: the client is told to send the rest later), and replies to EndOfData/EndOfChunk (verdicts on a
-  message, not on a command).
+  recipients: the client is told to send the rest later), 451 4.7.1 (greylisting and hourly rates: told to
+  come back later), and replies to EndOfData/EndOfChunk (verdicts on a message, not on a command).
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ _HTTP_VERBS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "CON
 _LONG_VERBS = (b"MAIL ", b"RCPT ", b"AUTH ")
 _SASL_LINE = 12_288 + 2  # RFC 4954 4: a SASL response line may be 12,288 octets (+ CRLF)
 _TOO_MANY_RECIPIENTS = Status(4, 5, 3)
+_POLICY_TEMPORARY = Status(4, 7, 1)
 
 
 def _misuse(reason: str) -> LocalProtocolError:
@@ -158,7 +159,7 @@ class ServerConnection:
         """The extensions offered in the EHLO reply, in the order they are listed (RFC 5321 4.1.1.1)."""
         size = self._settings.max_message_size
         keywords = ["PIPELINING", f"SIZE {size}" if size else "SIZE", "8BITMIME", "SMTPUTF8"]
-        keywords.append("ENHANCEDSTATUSCODES")
+        keywords += ["ENHANCEDSTATUSCODES", "DSN"]  # DSN: RFC 3461
         if self._settings.chunking:
             keywords += ["CHUNKING", "BINARYMIME"]
         if self._settings.starttls and not self._tls:
@@ -288,6 +289,8 @@ class ServerConnection:
     def _counts_as_error(event: Event, reply: Reply) -> bool:
         if reply.is_positive or reply.code == 421 or isinstance(event, (EndOfData, EndOfChunk)):
             return False
+        if reply.code == 451 and reply.status == _POLICY_TEMPORARY:
+            return False  # greylisting, hourly rates: a verdict on the sender that retrying may lift
         return not (reply.code == 452 and reply.status == _TOO_MANY_RECIPIENTS)
 
     def _advance(self, event: Event, reply: Reply) -> None:

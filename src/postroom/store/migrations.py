@@ -67,4 +67,47 @@ CREATE TABLE auth_failures (
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
+# Claim marker: a recipient handed to a delivery carries the end of its lease until the outcome is recorded
+# (or the claim is given back), so operator retries and flushes can see a delivery under way on any attempt.
+_CLAIMS = """
+ALTER TABLE recipients ADD COLUMN claimed_until REAL;
+"""
+
+# DSN (RFC 3461): RET and ENVID of each message, NOTIFY and ORCPT of each recipient, and whether a delay
+# warning (RFC 3464 Action: delayed) was already sent for a recipient (once each).
+_DSN = """
+ALTER TABLE messages ADD COLUMN dsn_ret TEXT NOT NULL DEFAULT '';
+ALTER TABLE messages ADD COLUMN dsn_envid TEXT NOT NULL DEFAULT '';
+ALTER TABLE recipients ADD COLUMN notify TEXT NOT NULL DEFAULT '';
+ALTER TABLE recipients ADD COLUMN orcpt TEXT NOT NULL DEFAULT '';
+ALTER TABLE recipients ADD COLUMN delay_warned INTEGER NOT NULL DEFAULT 0;
+"""
+
+# Rate limits and greylisting (policy/limitstore.py): counts per key and time slot (added to, so that
+# several nodes can share them), and greylisting triplets. Written behind, every few seconds.
+_RATES_AND_GREYLIST = """
+CREATE TABLE rate_counts (
+    key        TEXT NOT NULL,
+    slot       INTEGER NOT NULL,
+    amount     REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (key, slot)
+) WITHOUT ROWID;
+CREATE INDEX rate_counts_expiry ON rate_counts (expires_at);
+CREATE TABLE greylist (
+    triplet    TEXT PRIMARY KEY,
+    first_seen REAL NOT NULL,
+    last_seen  REAL NOT NULL,
+    passed     INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX greylist_last_seen ON greylist (last_seen);
+"""
+
+# SCRAM-SHA-256 (auth/scram.py): salt, iterations, StoredKey and ServerKey of the mailbox's password in
+# RFC 5803's form, written with the argon2id hash. Mailboxes older than this have none until their
+# password is set again.
+_SCRAM = """
+ALTER TABLE mailboxes ADD COLUMN scram_sha256 TEXT;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _CLAIMS, _DSN, _RATES_AND_GREYLIST, _SCRAM)
