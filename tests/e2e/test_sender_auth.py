@@ -46,7 +46,7 @@ def mx_config(tmp_path: Path, dns: DnsServer, **sender_auth: Any) -> Config:
     config = make_config(
         tmp_path,
         dns={"nameservers": [dns.address], "timeout": 2},
-        sender_auth={"enabled": True, **sender_auth},
+        sender_auth={"enabled": True, "exempt_networks": [], **sender_auth},
     )
     add_accounts(config)
     return config
@@ -174,3 +174,15 @@ def test_ehlo_as_our_hostname_is_noted_or_refused(tmp_path: Path, zone: DnsServe
         code, text = client.mail("alice@good.test")
         assert (code, text[:6]) == (550, b"5.7.1 ")
         assert client.noop()[0] == 250  # the session goes on
+
+
+def test_this_hosts_own_programs_are_not_checked_by_default(tmp_path: Path, zone: DnsServer) -> None:
+    config = make_config(
+        tmp_path, dns={"nameservers": [zone.address], "timeout": 2}, sender_auth={"enabled": True}
+    )
+    add_accounts(config)
+    with server_thread(config) as running:  # the client is 127.0.0.1: in the default exempt_networks
+        send(running, "alice@strict.test", b"From: alice@strict.test\r\nSubject: cron\r\n\r\nreport\r\n")
+        stored = delivered(config)
+    assert b"Authentication-Results:" not in stored
+    assert not [query for query in zone.queries if "strict.test" in query.name]

@@ -155,6 +155,10 @@ class SenderAuthSettings:
     dkim_max_size: int = 10_485_760  # larger messages are not DKIM-verified (dkim=none, with the reason)
     dkim_max_signatures: int = 10  # signatures verified per message at most
     dkim_min_key_bits: int = 1024  # shorter RSA keys give dkim=permerror (RFC 8301)
+    exempt_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )  # clients not checked (this host's own programs); AUTH users and relay_networks never are
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

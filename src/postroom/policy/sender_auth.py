@@ -98,8 +98,18 @@ class SenderAuth:
             return None if claimed == actual else "foreign-literal"
         return None
 
+    def exempt(self, client_ip: str) -> bool:
+        """A client in ``exempt_networks`` (by default this host itself) is not checked."""
+        try:
+            address = ipaddress.ip_address(client_ip)
+        except ValueError:
+            return False
+        return any(address in network for network in self._settings.exempt_networks)
+
     def refuses_ehlo(self, helo: str, client_ip: str) -> bool:
-        return self._settings.reject_ehlo_impersonation and self.ehlo_note(helo, client_ip) is not None
+        if not self._settings.reject_ehlo_impersonation or self.exempt(client_ip):
+            return False
+        return self.ehlo_note(helo, client_ip) is not None
 
     async def check(self, *, client_ip: str, helo: str, sender: str, message: bytes) -> AuthVerdict:
         """All checks for one message. ``message`` is its first ``read_limit`` octets (all of a small one)."""

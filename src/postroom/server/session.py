@@ -575,7 +575,7 @@ class Session(asyncio.Protocol):
         """SPF, DKIM, DMARC (MX listener; not for our own users and relay_networks): a refusal, or None
         once the Authentication-Results header is on top of the message."""
         sender_auth = self._services.sender_auth
-        if sender_auth is None or self._may_relay():
+        if sender_auth is None or self._may_relay() or sender_auth.exempt(self._client_ip):
             return None
         try:
             spilled = spool.spilled  # a spooled file is read back and rewritten off the event loop
