@@ -75,6 +75,7 @@ class App:
     def __post_init__(self) -> None:
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        self._dns: Resolver | None = None  # one resolver (and one DNS cache) for every room
         self.queue = Queue(
             settings=config.queue,
             queue_dir=config.queue_dir,
@@ -136,12 +137,13 @@ class App:
         )
 
     def _resolver(self) -> Resolver | None:
-        """The DNS resolver for remote delivery; None (remote mail waits, logged) when none can be built."""
-        try:
-            return DnsResolver(settings=self.config.dns)
-        except DnsError as exc:
-            self.log.warning("dns.unavailable", error=str(exc))
-            return None
+        """The shared DNS resolver; None (remote mail waits, checks fail open; logged) if it cannot be."""
+        if self._dns is None:
+            try:
+                self._dns = DnsResolver(settings=self.config.dns)
+            except DnsError as exc:
+                self.log.warning("dns.unavailable", error=str(exc))
+        return self._dns
 
     def _mta_sts(self, log: Logger) -> MtaSts | None:
         """MTA-STS policies for remote delivery ([delivery] mta_sts), cached in the data folder."""

@@ -216,3 +216,27 @@ async def test_the_next_nameserver_answers_when_the_first_fails(dns_server: DnsS
         second.add("example.test", "MX", "10 mx.example.test")
 
         assert await resolver_for(dns_server, second).mx("example.test") == [MxRecord(10, "mx.example.test")]
+
+
+async def test_answers_are_cached_for_their_ttl_and_a_zero_minimum_negative_answer_is_not(
+    dns_server: DnsServer,
+) -> None:
+    dns_server.add("cached.test", "TXT", "v=spf1 -all", ttl=300)
+    resolver = resolver_for(dns_server)
+    assert await resolver.txt("cached.test") == ["v=spf1 -all"]
+    assert await resolver.txt("cached.test") == ["v=spf1 -all"]
+    for _ in range(2):
+        with pytest.raises(NoRecords):
+            await resolver.txt("absent.test")  # NXDOMAIN with an SOA whose minimum is 0 (RFC 2308)
+    asked = [query.name for query in dns_server.queries if query.rtype == "TXT"]
+    assert asked.count("cached.test") == 1
+    assert asked.count("absent.test") == 2
+
+
+async def test_cache_size_0_asks_every_time(dns_server: DnsServer) -> None:
+    dns_server.add("cached.test", "TXT", "v=spf1 -all", ttl=300)
+    settings = DnsSettings(nameservers=(dns_server.nameserver,), timeout=2, cache_size=0)
+    resolver = DnsResolver(settings=settings)
+    for _ in range(2):
+        assert await resolver.txt("cached.test") == ["v=spf1 -all"]
+    assert [query.name for query in dns_server.queries].count("cached.test") == 2

@@ -32,6 +32,7 @@ from dnslib import (
     QTYPE,
     RCODE,
     RR,
+    SOA,
     TXT,
     A,
     DNSError,
@@ -136,8 +137,11 @@ class DnsServer:
 
     # -- the zone ---------------------------------------------------------------------------------------
 
-    def add(self, name: str, rtype: str, value: str | Sequence[str], *, ttl: int = 300) -> DnsServer:
+    def add(self, name: str, rtype: str, value: str | Sequence[str], *, ttl: int = 0) -> DnsServer:
         """Add one record: ``add("example.test", "MX", "10 mx1.example.test.")``; names are absolute.
+
+        The TTL is 0 unless given, so that resolvers (postroom's caches) ask again and a test may change its
+        zone as it goes; a test of caching gives a TTL.
 
         A PTR may be added under the IP address itself: ``add("192.0.2.1", "PTR", "mx.example.test")``.
         A TXT value is the text itself, no quotes; over 255 octets it is split into character-strings.
@@ -336,6 +340,8 @@ class DnsServer:
         for answer in answers:
             reply.add_answer(answer)
         reply.header.rcode = rcode
+        if rcode == RCODE.NXDOMAIN or (rcode == RCODE.NOERROR and not answers):
+            reply.add_auth(_negative_soa(name))  # RFC 2308: how long "no" may be cached (here: not at all)
         return reply
 
     def _lookup(self, name: str, qtype: int) -> tuple[list[RR], int]:
@@ -356,6 +362,13 @@ class DnsServer:
             answers.append(cnames[0])
             name = str(cnames[0].rdata.label).lower()
         return answers, RCODE.SERVFAIL  # a CNAME loop
+
+
+def _negative_soa(name: str) -> RR:
+    """An SOA for a negative answer, owned by the name's top-level label, with TTL and minimum 0."""
+    apex = name.rstrip(".").rpartition(".")[2] + "."
+    soa = SOA(mname=f"ns.{apex}", rname=f"hostmaster.{apex}", times=(1, 60, 60, 60, 0))
+    return RR(DNSLabel(apex), QTYPE.SOA, rdata=soa, ttl=0)
 
 
 def _udp_limit(request: DNSRecord) -> int:

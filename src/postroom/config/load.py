@@ -166,6 +166,8 @@ def _validate(config: Config) -> None:
     for name in ("max_connections", "max_connections_per_ip", "max_errors"):
         if getattr(smtp, name) < 1:
             raise ConfigError(f"smtp.{name}: must be at least 1")
+    if config.dns.cache_size < 0:
+        raise ConfigError("dns.cache_size: must be 0 (no cache) or more")
     if smtp.max_recipients < 100:
         raise ConfigError("smtp.max_recipients: must be at least 100 (RFC 5321 4.5.3.1.8)")
     if smtp.max_message_size < 0:

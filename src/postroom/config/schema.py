@@ -87,6 +87,7 @@ class DnsSettings:
 
     nameservers: tuple[tuple[str, int], ...] = ()
     timeout: float = 5.0
+    cache_size: int = 10_000  # answers kept until their TTL ends (negative ones too, by the SOA); 0: none
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

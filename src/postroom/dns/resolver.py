@@ -143,6 +143,8 @@ class DnsResolver:
             except dns.resolver.NoResolverConfiguration as exc:
                 raise DnsError(".", "-", "no [dns] nameservers and no usable resolv.conf") from exc
         resolver.search = []
+        if settings.cache_size > 0:  # one cache for every room that asks (RFC 2308 negative caching too)
+            resolver.cache = dns.resolver.LRUCache(settings.cache_size)
         resolver.lifetime = settings.timeout  # the bound on one whole lookup, all servers and retries
         resolver.timeout = min(resolver.timeout, settings.timeout)  # one attempt at one server
         self._resolver = resolver
