@@ -53,10 +53,12 @@ from postroom.smtp.client_states import (
     next_state,
     project,
 )
+from postroom.smtp.data import DotStuffer
 from postroom.smtp.errors import LocalProtocolError, RemoteProtocolError
 from postroom.smtp.events import NEED_DATA, NeedData
 from postroom.smtp.grammar import is_domain, parse_address_literal, parse_params, parse_path
-from postroom.smtp.types import Address, Reply, Status
+from postroom.smtp.reply_reader import ReplyReader
+from postroom.smtp.types import Address, Reply
 
 __all__ = ["ClientConnection", "ClientReply", "ClientSettings", "ClientState", "Command", "DotStuffer"]
 
@@ -64,8 +66,6 @@ _NO_PARAMS: Mapping[str, str | None] = MappingProxyType({})
 _BODY_TYPES = frozenset({"7BIT", "8BITMIME", "BINARYMIME"})
 _MAIL_KEYWORDS = frozenset({"SIZE", "BODY", "SMTPUTF8"})  # set through mail()'s own arguments
 _KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-]*")  # ehlo-keyword (RFC 5321 4.1.1.1)
-# RFC 3463 2: class "." subject "." detail, at the start of the text (RFC 2034 3), then a space or the end.
-_STATUS = re.compile(r"([245])\.([0-9]{1,3})\.([0-9]{1,3})(?: |\Z)")
 _MIN_REPLY_LINE = 512  # RFC 5321 4.5.3.1.5: reply lines of 512 octets with the CRLF must be accepted
 
 
@@ -108,119 +108,6 @@ class _Awaited:
     recipient: Address | None = None
 
 
-class DotStuffer:
-    """Writes one DATA body for the wire, streaming: ``feed(chunk)`` as often as needed, then ``end()``.
-
-    RFC 5321 2.3.8: bare CR and bare LF are sent as CRLF (which also keeps a lax receiver from seeing an
-    end of data we did not mean, CVE-2023-51764). RFC 5321 4.5.2: a line starting with "." gets another.
-    Both are done with ``bytes.count`` and ``bytes.replace`` on whole chunks; only a trailing CR (which may
-    be the start of a CRLF) and the last two octets written (the context for the next chunk) are carried.
-    """
-
-    __slots__ = ("_context", "_held")
-
-    def __init__(self) -> None:
-        self._context = b"\r\n"  # the last two octets written: the body starts at the start of a line
-        self._held = b""  # a trailing CR, until we know whether an LF follows it
-
-    def feed(self, chunk: bytes) -> bytes:
-        data = self._held + chunk
-        if data.endswith(b"\r"):
-            self._held, data = b"\r", data[:-1]
-        else:
-            self._held = b""
-        return self._write(data)
-
-    def end(self) -> bytes:
-        """The rest of the body, a CRLF if it did not end with one, and the end-of-data line "." CRLF."""
-        out = self._write(self._held)
-        self._held = b""
-        if self._context != b"\r\n":  # a non-empty body must end with CRLF before the "." (4.1.1.4)
-            out += b"\r\n"
-        return out + b".\r\n"
-
-    def _write(self, data: bytes) -> bytes:
-        if not data:
-            return data
-        carriages, newlines = data.count(b"\r"), data.count(b"\n")
-        if carriages != newlines or (carriages and data.count(b"\r\n") != carriages):
-            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
-        buffer = self._context + data
-        self._context = buffer[-2:]
-        if b"\r\n." not in buffer:
-            return data
-        return buffer.replace(b"\r\n.", b"\r\n..")[2:]  # the context's own octets were written already
-
-
-class _ReplyReader:
-    """Splits received bytes into replies: ``Reply-code [("-" / SP) textstring] CRLF`` lines, the last one
-    with SP (RFC 5321 4.2). A bare LF is accepted as a line end; limits bound the memory used."""
-
-    __slots__ = ("_buffer", "_lines", "_max_line", "_max_lines")
-
-    def __init__(self, *, max_line: int, max_lines: int) -> None:
-        self._buffer = bytearray()
-        self._lines: list[tuple[int, str]] = []  # the lines of the reply being read
-        self._max_line = max_line
-        self._max_lines = max_lines
-
-    def feed(self, data: bytes) -> None:
-        self._buffer += data
-
-    def clear(self) -> None:
-        self._buffer.clear()
-        self._lines.clear()
-
-    def next_reply(self) -> Reply | None:
-        """The next complete reply, or None if more bytes are needed. Raises RemoteProtocolError."""
-        buffer = self._buffer
-        while True:
-            newline = buffer.find(b"\n")
-            if newline < 0 and len(buffer) < self._max_line:
-                return None
-            if newline < 0 or newline + 1 > self._max_line:
-                raise _malformed(f"reply line longer than {self._max_line} octets")
-            line = bytes(buffer[:newline])
-            del buffer[: newline + 1]
-            code, last, text = _split_line(line[:-1] if line.endswith(b"\r") else line)
-            if self._lines and code != self._lines[0][0]:
-                raise _malformed(f"multi-line reply mixes codes {self._lines[0][0]} and {code}")
-            self._lines.append((code, text))
-            if len(self._lines) > self._max_lines:
-                raise _malformed(f"reply of more than {self._max_lines} lines")
-            if last:
-                lines, self._lines = self._lines, []
-                return _build_reply(code, [text for _, text in lines])
-
-
-def _split_line(line: bytes) -> tuple[int, bool, str]:
-    """(code, is the last line, text) of one reply line without its line end."""
-    if len(line) < 3 or not line[:3].isdigit():
-        raise _malformed(f"reply line does not start with a code: {line[:20]!r}")
-    separator = line[3:4]
-    if separator not in (b"", b" ", b"-"):
-        raise _malformed(f"reply code followed by {separator!r}")
-    text = line[4:].decode("utf-8", errors="replace")  # RFC 6531 3.7.4 allows UTF-8; be liberal
-    if "\r" in text:
-        raise _malformed("bare CR in a reply line")
-    return int(line[:3]), separator != b"-", text
-
-
-def _build_reply(code: int, texts: list[str]) -> Reply:
-    """A Reply from the lines' texts. An enhanced status (RFC 2034) is taken when the first line starts with
-    one of the code's class, and removed from every line that repeats it."""
-    status: Status | None = None
-    match = _STATUS.match(texts[0])
-    if match is not None and int(match.group(1)) == code // 100:
-        status = Status(*(int(part) for part in match.groups()))
-        prefix = f"{status} "
-        texts = [text[len(prefix) :] if (text + " ").startswith(prefix) else text for text in texts]
-    try:
-        return Reply(code, status, "\n".join(texts))
-    except ValueError as error:  # a code outside 200..599
-        raise _malformed(str(error)) from None
-
-
 def _format_params(params: Mapping[str, str | None]) -> str:
     return "".join(f" {key}" if value is None else f" {key}={value}" for key, value in params.items())
 
@@ -249,7 +136,7 @@ class ClientConnection:
         self._awaited: deque[_Awaited] = deque([_Awaited(Command.GREETING)])  # replies due, in order
         # The state once every awaited reply is positive: what the sequence checks look at.
         self._projected = project(self._state, (awaited.command for awaited in self._awaited))
-        self._reader = _ReplyReader(max_line=settings.max_reply_line, max_lines=settings.max_reply_lines)
+        self._reader = ReplyReader(max_line=settings.max_reply_line, max_lines=settings.max_reply_lines)
         self._outgoing = bytearray()
         self._eof = False
         self._tls = False

@@ -1,4 +1,5 @@
-"""Message-body framing for the server: DATA (dot-unstuffing, end of data) and BDAT chunks (RFC 3030).
+"""Message-body framing: DATA for the server (dot-unstuffing, end of data), BDAT chunks (RFC 3030), and
+DATA for the client (DotStuffer: line ends made CRLF, dot-stuffing, the end-of-data line).
 
 Readers take whatever bytes arrived and hand back message octets at once, holding back only the two or three
 trailing octets that could still turn out to be the start of CRLF.CRLF or of a dot-stuffed line, so memory
@@ -23,7 +24,7 @@ from __future__ import annotations
 from postroom.smtp import replies
 from postroom.smtp.types import Reply
 
-__all__ = ["ChunkReader", "DotReader"]
+__all__ = ["ChunkReader", "DotReader", "DotStuffer"]
 
 _END = b"\r\n.\r\n"
 _MAX_TEXT_LINE = 998  # octets before the CRLF (RFC 5321 4.5.3.1.6: 1000 with the CRLF)
@@ -160,3 +161,47 @@ class ChunkReader:
             del buffer[:count]
         self.remaining -= count
         return piece
+
+
+class DotStuffer:
+    """Writes one DATA body for the wire, streaming: ``feed(chunk)`` as often as needed, then ``end()``.
+
+    RFC 5321 2.3.8: bare CR and bare LF are sent as CRLF (which also keeps a lax receiver from seeing an
+    end of data we did not mean, CVE-2023-51764). RFC 5321 4.5.2: a line starting with "." gets another.
+    Both are done with ``bytes.count`` and ``bytes.replace`` on whole chunks; only a trailing CR (which may
+    be the start of a CRLF) and the last two octets written (the context for the next chunk) are carried.
+    """
+
+    __slots__ = ("_context", "_held")
+
+    def __init__(self) -> None:
+        self._context = b"\r\n"  # the last two octets written: the body starts at the start of a line
+        self._held = b""  # a trailing CR, until we know whether an LF follows it
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self._held + chunk
+        if data.endswith(b"\r"):
+            self._held, data = b"\r", data[:-1]
+        else:
+            self._held = b""
+        return self._write(data)
+
+    def end(self) -> bytes:
+        """The rest of the body, a CRLF if it did not end with one, and the end-of-data line "." CRLF."""
+        out = self._write(self._held)
+        self._held = b""
+        if self._context != b"\r\n":  # a non-empty body must end with CRLF before the "." (4.1.1.4)
+            out += b"\r\n"
+        return out + b".\r\n"
+
+    def _write(self, data: bytes) -> bytes:
+        if not data:
+            return data
+        carriages, newlines = data.count(b"\r"), data.count(b"\n")
+        if carriages != newlines or (carriages and data.count(b"\r\n") != carriages):
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+        buffer = self._context + data
+        self._context = buffer[-2:]
+        if b"\r\n." not in buffer:
+            return data
+        return buffer.replace(b"\r\n.", b"\r\n..")[2:]  # the context's own octets were written already
