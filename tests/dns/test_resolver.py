@@ -240,3 +240,12 @@ async def test_cache_size_0_asks_every_time(dns_server: DnsServer) -> None:
     for _ in range(2):
         assert await resolver.txt("cached.test") == ["v=spf1 -all"]
     assert [query.name for query in dns_server.queries].count("cached.test") == 2
+
+
+async def test_a_negative_answer_is_cached_for_the_soa_minimum() -> None:
+    with DnsServer(negative_ttl=300) as server:
+        resolver = resolver_for(server)
+        for _ in range(2):
+            with pytest.raises(NoRecords):
+                await resolver.txt("_mta-sts.absent.test")
+        assert [query.name for query in server.queries].count("_mta-sts.absent.test") == 1

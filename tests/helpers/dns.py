@@ -102,8 +102,9 @@ def _rdata(name: str, rtype: str, value: str | Sequence[str], ttl: int) -> Any:
 class DnsServer:
     """A loopback DNS server for one test (or one module): start it, give it records, point postroom at it."""
 
-    def __init__(self, *, host: str = "127.0.0.1") -> None:
+    def __init__(self, *, host: str = "127.0.0.1", negative_ttl: int = 0) -> None:
         self.host = host
+        self.negative_ttl = negative_ttl  # the SOA minimum of "no such name/record" answers (RFC 2308)
         self._port: int | None = None
         self._lock = threading.Lock()  # guards the zone and the query log: tests write, the server reads
         self._records: dict[str, list[RR]] = {}
@@ -341,7 +342,7 @@ class DnsServer:
             reply.add_answer(answer)
         reply.header.rcode = rcode
         if rcode == RCODE.NXDOMAIN or (rcode == RCODE.NOERROR and not answers):
-            reply.add_auth(_negative_soa(name))  # RFC 2308: how long "no" may be cached (here: not at all)
+            reply.add_auth(_negative_soa(name, self.negative_ttl))  # RFC 2308: how long "no" may be cached
         return reply
 
     def _lookup(self, name: str, qtype: int) -> tuple[list[RR], int]:
@@ -364,11 +365,11 @@ class DnsServer:
         return answers, RCODE.SERVFAIL  # a CNAME loop
 
 
-def _negative_soa(name: str) -> RR:
-    """An SOA for a negative answer, owned by the name's top-level label, with TTL and minimum 0."""
+def _negative_soa(name: str, ttl: int) -> RR:
+    """An SOA for a negative answer, owned by the name's top-level label, with TTL and minimum ``ttl``."""
     apex = name.rstrip(".").rpartition(".")[2] + "."
-    soa = SOA(mname=f"ns.{apex}", rname=f"hostmaster.{apex}", times=(1, 60, 60, 60, 0))
-    return RR(DNSLabel(apex), QTYPE.SOA, rdata=soa, ttl=0)
+    soa = SOA(mname=f"ns.{apex}", rname=f"hostmaster.{apex}", times=(1, 60, 60, 60, ttl))
+    return RR(DNSLabel(apex), QTYPE.SOA, rdata=soa, ttl=ttl)
 
 
 def _udp_limit(request: DNSRecord) -> int:
