@@ -5,7 +5,9 @@ Theory of operation: one asyncio task runs rounds. A round clears the queue's wo
 ``claim_limit`` recipients (one transaction; their next attempt already moved a lease ahead), lets the
 router split them, submits the local ones to a pool of ``concurrency`` threads and the remote groups (one
 message, one domain) as tasks on the loop, and records outcomes every ``record_batch`` completions (one
-transaction each); recipients given up on go to the bouncer.
+transaction each); recipients given up on go to the bouncer. At the first round and then at most once per
+poll interval it also asks the queue's report outbox for reports whose bounce failed or was cut short by a
+crash (the queue re-leases them) and hands them to the bouncer again.
 Database calls run on one dedicated thread so they never wait behind deliveries. When a
 round claims nothing the task sleeps until the event or the poll interval. ``stop`` lets running deliveries
 finish (up to a bound), records them, and gives back the claimed recipients that never started.
@@ -38,6 +40,8 @@ _CLAIM_PER_WORKER = 32
 _MAX_CLAIM = 256
 _RECORD_BATCH = 64
 _MAX_CHUNK = 16  # recipients handed to one worker at once (they share the Maildir folder fsync)
+_REPORT_BATCH = 64  # reports taken from the outbox at once ...
+_REPORT_BATCHES = 32  # ... and batches per look (the rest at the next look)
 
 
 class Scheduler:
@@ -69,9 +73,11 @@ class Scheduler:
         # asyncio future -> (its worker-thread future, or None for a remote task on the loop; the chunk)
         self._in_flight: dict[asyncio.Future[list[Outcome]], tuple[Future[list[Outcome]] | None, Chunk]] = {}
         self.recorded = 0  # outcomes recorded since start, whatever the result (metrics, tests)
+        self._reports_due = 0.0  # loop time of the next look into the report outbox
 
     async def start(self) -> None:
         self._stopping = False
+        self._reports_due = 0.0  # the first round looks: reports a crash left behind go out at start
         self._workers = ThreadPoolExecutor(self._concurrency, thread_name_prefix="postroom-deliver")
         self._database = ThreadPoolExecutor(1, thread_name_prefix="postroom-delivery-db")
         self._task = asyncio.create_task(self._run(), name="delivery-scheduler")
@@ -107,6 +113,7 @@ class Scheduler:
         while not self._stopping:
             work.clear()
             try:
+                await self._retry_reports()
                 due = await self._in_database(self._claim)
                 if self._stopping:
                     await self._in_database(partial(self._queue.release, due))
@@ -118,6 +125,22 @@ class Scheduler:
                 self._log.failure("delivery.scheduler_error", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(work.wait(), self._settings.poll_interval)
+
+    async def _retry_reports(self) -> None:
+        """Bounces the outbox's reports whose lease ended (at most once per poll interval)."""
+        loop = asyncio.get_running_loop()
+        if self._bouncer is None or loop.time() < self._reports_due:
+            return
+        self._reports_due = loop.time() + self._settings.poll_interval
+        claim = partial(self._queue.claim_reports, limit=_REPORT_BATCH)
+        for _ in range(_REPORT_BATCHES):
+            reports = await self._in_database(claim)
+            if not reports:
+                return
+            self._log.warning("delivery.reports_retried", reports=len(reports))
+            await self._bouncer.bounce(reports)
+            if len(reports) < _REPORT_BATCH or self._stopping:
+                return
 
     def _claim(self) -> list[DueRecipient]:
         return self._queue.claim_due(limit=self._claim_limit)

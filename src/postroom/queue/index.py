@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from postroom.config.schema import QueueSettings
-from postroom.queue.model import DueRecipient, Envelope, FailedRecipient, Outcome, Recipient
-from postroom.queue.notify import DsnEnvelope, annotate
+from postroom.queue import outbox
+from postroom.queue.model import DueRecipient, Envelope, FailedMessage, FailedRecipient, Outcome, Recipient
+from postroom.queue.notify import annotate
 from postroom.queue.schedule import next_attempt_at
 
 __all__ = ["HEADERS_MAX", "Index", "NewMessage", "Recorded", "header_section"]
@@ -39,6 +40,7 @@ class NewMessage:
     size: int
     received_at: float
     body: bytes | None = None  # inline body (small messages); None: the body is in spool/<queue_id>
+    report_id: int | None = None  # a DSN: its report outbox row, deleted in the same transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +77,6 @@ class Index:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
-        self.headers: dict[str, bytes] = {}  # filled by record(): see there
-        self.dsn: dict[str, DsnEnvelope] = {}  # filled by record(): RET/ENVID of each message reported on
 
     def known_ids(self) -> set[str]:
         return {row[0] for row in self._conn.execute("SELECT id FROM messages")}
@@ -119,6 +119,8 @@ class Index:
                 " notify, orcpt) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 recipient_rows,
             )
+            # A DSN and the outbox row it reports go together: a report is queued once (outbox.py).
+            outbox.delete(conn, [m.report_id for m in messages if m.report_id is not None])
 
     def claim(self, *, now: float, lease_until: float, limit: int) -> list[DueRecipient]:
         """Due recipients, oldest first; their next attempt moves to ``lease_until`` before returning."""
@@ -154,14 +156,15 @@ class Index:
         *,
         now: float,
         settings: QueueSettings,
+        read_spooled: outbox.SpooledReader,
         random: Callable[[], float] | None = None,
-    ) -> tuple[list[Recorded], list[tuple[str, bool]]]:
+    ) -> tuple[list[Recorded], list[tuple[str, bool]], list[FailedMessage]]:
         """Applies outcomes in one transaction; deletes messages left with no queued recipient.
 
-        Returns what each outcome became and the deleted messages as (queue id, has a spool file): the
-        files are the caller's to unlink, after this commit. Outcomes for recipients no longer queued are
-        ignored. ``headers`` gets the header section of each inline message with a failed recipient
-        (read before its row goes); spooled messages are the caller's to read.
+        Returns what each outcome became, the deleted messages as (queue id, has a spool file): the files
+        are the caller's to unlink, after this commit; and the reports (DSNs to queue) stored in the outbox
+        in this same transaction. Outcomes for recipients no longer queued are ignored. ``read_spooled``
+        reads a reported spooled message's headers (and RET=FULL original) before its file goes.
         """
         pairs: list[tuple[Outcome, Recorded]] = []
         touched: dict[str, None] = {}
@@ -172,13 +175,31 @@ class Index:
                     pairs.append((outcome, done))
                     touched[outcome.queue_id] = None
             # NOTIFY (RFC 3461): which of them the sender hears about; success notices, delay warnings
-            recorded, self.dsn = annotate(conn, pairs, now=now, settings=settings)
+            recorded, envelopes = annotate(conn, pairs, now=now, settings=settings)
+            inline_headers = {}
             for queue_id in {item.queue_id for item in recorded if item.failure is not None and item.sender}:
                 row = conn.execute("SELECT data FROM bodies WHERE message_id = ?", (queue_id,)).fetchone()
                 if row is not None:
-                    self.headers[queue_id] = header_section(bytes(row[0]))
+                    inline_headers[queue_id] = header_section(bytes(row[0]))
+            reports = outbox.gather(
+                recorded, inline_headers=inline_headers, envelopes=envelopes, read_spooled=read_spooled
+            )
+            reports = outbox.store(conn, reports, now=now, lease_until=now + settings.claim_lease)
             removed = [gone for queue_id in touched if (gone := self._remove_if_done(conn, queue_id))]
-        return recorded, removed
+        return recorded, removed, reports
+
+    def claim_reports(self, *, now: float, lease_until: float, limit: int) -> list[FailedMessage]:
+        """Reports in the outbox whose lease ended; each one's lease moves to ``lease_until``."""
+        with transaction(self._conn) as conn:
+            return outbox.claim(conn, now=now, lease_until=lease_until, limit=limit)
+
+    def release_reports(self, *, now: float) -> int:
+        """Every report in the outbox is due now (at start, when no other process runs on the queue)."""
+        with transaction(self._conn) as conn:
+            return outbox.release_all(conn, now=now)
+
+    def count_reports(self) -> int:
+        return outbox.count(self._conn)
 
     def _record_one(
         self,

@@ -125,6 +125,8 @@ class FailedMessage:
 
     ``headers`` is the original header section (raw CRLF bytes, bounded) for text/rfc822-headers;
     ``original`` the whole message when the sender asked for it (RET=FULL) and it is not too big.
+    ``report_id`` is its row in the report outbox (outbox.py), None for one that was never stored: give it
+    to ``Queue.commit`` with the DSN, and the row goes in the DSN's own transaction.
     """
 
     queue_id: str
@@ -135,6 +137,7 @@ class FailedMessage:
     ret: str = ""
     envid: str = ""
     original: bytes | None = None
+    report_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from postroom.config.schema import QueueSettings
 from postroom.observe.log import Logger, sanitize
@@ -29,7 +28,7 @@ from postroom.queue.model import (
     QueueError,
     Recipient,
 )
-from postroom.queue.notify import ORIGINAL_MAX, DsnEnvelope
+from postroom.queue.notify import ORIGINAL_MAX
 from postroom.queue.spool import Spool, SpoolWriter
 from postroom.store import open_database
 
@@ -89,6 +88,8 @@ class Queue:
             self._conn = open_database(self._database_path, durable=False)
             known = Index(commit_conn).known_ids()
             report = self._spool.recover(known, sole_owner=sole_owner)
+            # Reports leased by a process that is gone: bounced by this one's scheduler at once (outbox.py)
+            reports = Index(commit_conn).release_reports(now=self._clock()) if sole_owner else 0
         except BaseException:
             commit_conn.close()
             self._close_connection()
@@ -101,6 +102,7 @@ class Queue:
             removed_spool=report.removed_spool,
             removed_incoming=report.removed_incoming,
             sole_owner=sole_owner,
+            pending_reports=reports,
         )
         return commit_conn
 
@@ -135,16 +137,19 @@ class Queue:
             prefix = local_prefix(sender=sender, mailbox=recipients[0].mailbox)
         return self._spool.open_writer(inline_max=self._settings.inline_max, local_prefix=prefix)
 
-    async def commit(self, writer: SpoolWriter, envelope: Envelope) -> str:
+    async def commit(self, writer: SpoolWriter, envelope: Envelope, *, report_id: int | None = None) -> str:
         """Returns the queue id once the file, its directory entry and the index rows are all on disk.
 
-        Raises QueueError (the file is then removed; the client must not get a 250).
+        Raises QueueError (the file is then removed; the client must not get a 250). ``report_id``: this
+        message is the DSN of that outbox report, which leaves the outbox in the same transaction.
         """
         if self._committer is None:
             writer.abort()
             raise QueueError("the queue is not running")
         writer.seal()
-        message = NewMessage(writer.queue_id, envelope, writer.size, self._clock(), writer.inline_body)
+        message = NewMessage(
+            writer.queue_id, envelope, writer.size, self._clock(), writer.inline_body, report_id=report_id
+        )
         try:
             future = self._committer.submit(writer, message)
         except QueueError:
@@ -178,70 +183,59 @@ class Queue:
     def record(self, outcomes: Sequence[Outcome]) -> list[FailedMessage]:
         """Applies outcomes in one transaction, then removes finished messages' spool files.
 
-        Returns the recipients given up on in this call (permanent failure or expiry), grouped by message,
-        with the message's original headers, for the caller to bounce. Messages from the null sender are
-        left out: never a bounce for a bounce (RFC 5321 4.5.5).
+        Returns the reports this call made (failures, and the delay warnings and success notices NOTIFY
+        asks for), one per message, with the message's original headers, for the caller to queue as DSNs
+        (``commit(..., report_id=)``). They are in the report outbox already, stored in the outcomes' own
+        transaction: if the caller never queues them, ``claim_reports`` hands them out again after the
+        claim lease. Messages from the null sender get none: never a bounce for a bounce (RFC 5321 4.5.5).
         """
         if not outcomes:
             return []
         with self._lock:
             index = Index(self._connection())
-            recorded, removed = index.record(
-                outcomes, now=self._clock(), settings=self._settings, random=self._random
+            recorded, removed, reports = index.record(
+                outcomes,
+                now=self._clock(),
+                settings=self._settings,
+                read_spooled=self._read_spooled,
+                random=self._random,
             )
         for item in recorded:
             self._log_recorded(item)
-        failed = self._failed_messages(recorded, index.headers, index.dsn)
         for queue_id, has_file in removed:
             if has_file:
                 self._spool.path(queue_id).unlink(missing_ok=True)
             self._log.info("message.removed", queue_id=queue_id)
-        return failed
+        return reports
 
-    def _failed_messages(
-        self, recorded: Sequence[Recorded], headers: dict[str, bytes], dsn: dict[str, DsnEnvelope]
-    ) -> list[FailedMessage]:
-        grouped: dict[str, list[Recorded]] = {}
-        for item in recorded:
-            if item.failure is not None and item.sender:
-                grouped.setdefault(item.queue_id, []).append(item)
-        return [
-            FailedMessage(
-                queue_id=queue_id,
-                sender=items[0].sender,
-                received_at=items[0].received_at,
-                recipients=tuple(item.failure for item in items if item.failure is not None),
-                headers=headers.get(queue_id) or self._spooled_headers(queue_id),
-                **self._dsn_fields(queue_id, dsn.get(queue_id), items),
+    def claim_reports(self, *, limit: int) -> list[FailedMessage]:
+        """Reports in the outbox not queued yet whose lease ended (a failed or interrupted bounce); each is
+        leased to the caller for ``claim_lease`` seconds."""
+        now = self._clock()
+        with self._lock:
+            return Index(self._connection()).claim_reports(
+                now=now, lease_until=now + self._settings.claim_lease, limit=limit
             )
-            for queue_id, items in grouped.items()
-        ]
 
-    def _dsn_fields(
-        self, queue_id: str, envelope: DsnEnvelope | None, items: Sequence[Recorded]
-    ) -> dict[str, Any]:
-        """RET, ENVID, and for RET=FULL with a failure the whole message (RFC 3461 4.3), when not too big."""
-        if envelope is None:
-            return {}
-        original = envelope.original
-        failed = any(item.failure is not None and item.failure.action == "failed" for item in items)
-        if envelope.ret == "FULL" and failed and original is None:
-            try:
-                with open(self._spool.path(queue_id), "rb") as file:
-                    data = file.read(ORIGINAL_MAX + 1)
-                message = wire_form(data)  # the file may be in a mailbox's form
-                original = message if len(data) <= ORIGINAL_MAX and len(message) <= ORIGINAL_MAX else None
-            except OSError:
-                original = None
-        return {"ret": envelope.ret, "envid": envelope.envid, "original": original if failed else None}
+    def pending_reports(self) -> int:
+        """Reports in the outbox whose DSN is not queued yet (leased or not)."""
+        with self._lock:
+            return Index(self._connection()).count_reports()
 
-    def _spooled_headers(self, queue_id: str) -> bytes:
-        """The header section from the spool file (read before the file is removed); b"" when gone."""
+    def _read_spooled(self, queue_id: str, full: bool) -> tuple[bytes, bytes | None]:
+        """A spooled message's header section and, when ``full``, the whole message if it is not too big
+        (RET=FULL, RFC 3461 4.3); called inside the record transaction, before the file is removed."""
         try:
             with open(self._spool.path(queue_id), "rb") as file:
-                return header_section(wire_form(file.read(HEADERS_MAX))[:HEADERS_MAX])
+                headers = header_section(wire_form(file.read(HEADERS_MAX))[:HEADERS_MAX])
+                if not full:
+                    return headers, None
+                file.seek(0)
+                data = file.read(ORIGINAL_MAX + 1)
         except OSError:
-            return b""
+            return b"", None
+        message = wire_form(data)  # the file may be in a mailbox's form
+        return headers, message if len(data) <= ORIGINAL_MAX and len(message) <= ORIGINAL_MAX else None
 
     def _log_recorded(self, item: Recorded) -> None:
         fields = {

@@ -110,4 +110,27 @@ _SCRAM = """
 ALTER TABLE mailboxes ADD COLUMN scram_sha256 TEXT;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _CLAIMS, _DSN, _RATES_AND_GREYLIST, _SCRAM)
+# The report outbox (queue/outbox.py): what each DSN says (bounce, delay warning, success notice), written
+# in the transaction that records its outcomes and deleted in the one that queues the DSN, so a crash
+# between the two loses no report. Self-contained (no reference to messages: the message may be gone).
+# ``recipients`` is a JSON array of the reported recipients; ``next_attempt_at`` a lease, as for claims.
+_REPORT_OUTBOX = """
+CREATE TABLE reports (
+    id              INTEGER PRIMARY KEY,
+    queue_id        TEXT NOT NULL,
+    sender          TEXT NOT NULL,
+    received_at     REAL NOT NULL,
+    ret             TEXT NOT NULL DEFAULT '',
+    envid           TEXT NOT NULL DEFAULT '',
+    recipients      TEXT NOT NULL,
+    headers         BLOB NOT NULL,
+    original        BLOB,
+    created_at      REAL NOT NULL,
+    next_attempt_at REAL NOT NULL
+);
+CREATE INDEX reports_due ON reports (next_attempt_at);
+"""
+
+MIGRATIONS: tuple[str, ...] = (
+    _V1, _V2, _V3, _V4, _CLAIMS, _DSN, _RATES_AND_GREYLIST, _SCRAM, _REPORT_OUTBOX,
+)
