@@ -24,6 +24,7 @@ from postroom.auth.authenticator import Authenticator
 from postroom.auth.passwords import verify_password
 from postroom.auth.sasl import MECHANISMS
 from postroom.auth.throttle import LoginThrottle, ThrottleSettings
+from postroom.config.diff import compare
 from postroom.config.load import ConfigError
 from postroom.config.schema import Config
 from postroom.delivery.bounce import Bouncer
@@ -55,6 +56,14 @@ from postroom.store.sqlite import open_database
 
 __all__ = ["LISTEN_FILE", "App", "open_accounts", "running_app", "serve_forever"]
 
+# What a config reload (SIGHUP) applies to new sessions and checks; any other change waits for a restart.
+LIVE_CONFIG_KEYS = (
+    "smtp.relay_networks", "smtp.command_timeout", "smtp.data_timeout", "smtp.max_connections",
+    "smtp.max_connections_per_ip", "smtp.max_message_size", "smtp.max_recipients", "smtp.max_errors",
+    "smtp.long_lines", "smtp.bare_line_endings", "smtp.shutdown_grace", "tls", "local", "policy", "limits",
+    "greylist", "sender_auth", "log.level",
+)  # fmt: skip
+
 
 def open_accounts(config: Config) -> tuple[Accounts, sqlite3.Connection]:
     """Accounts over a database connection of their own (the caller closes it)."""
@@ -71,6 +80,7 @@ class App:
     log: Logger
     clock: Callable[[], float] = time.time
     listeners: list[SmtpListener] = field(default_factory=list)
+    config_loader: Callable[[], Config] | None = None  # SIGHUP reads the config file again with it; None: no
 
     def __post_init__(self) -> None:
         config = self.config
@@ -104,15 +114,16 @@ class App:
             maildirs=Maildirs(config.mailboxes_dir),
             settings=config.delivery,
             log=delivery_log,
-            router=Router(local_domains=config.local.domains, remote=remote),
-            bouncer=Bouncer(
+            router=(router := Router(local_domains=config.local.domains, remote=remote)),
+            bouncer=(bouncer := Bouncer(
                 queue=self.queue,
                 hostname=config.hostname,
                 local_domains=config.local.domains,
                 clock=self.clock,
                 log=delivery_log,
-            ),
+            )),
         )
+        self._routing = (router, bouncer)  # told of new [local] domains on reload
         self._db: sqlite3.Connection | None = None
         self._throttle_db: sqlite3.Connection | None = None
         self._limit_dbs: list[sqlite3.Connection] = []
@@ -349,9 +360,61 @@ class App:
             return
         self.log.info("policy.reloaded", files=" ".join(str(path) for path in lists.files))
 
+    def _reload_config(self) -> None:
+        """SIGHUP: read the config file again; what LIVE_CONFIG_KEYS name reaches the sessions made from now
+        on (rates and connection caps: every session's next check), the rest is logged as waiting for a
+        restart. An invalid file is logged and the config in use stays."""
+        if self.config_loader is None or self._db is None:  # no file, or not started
+            return
+        old = self.config
+        try:
+            change = compare(old, self.config_loader(), live=LIVE_CONFIG_KEYS)
+            self.config = config = change.config
+            if any(key.startswith("policy.") for key in change.live):
+                self._open_front_doors()  # reads the list files: on an error the old doors stay
+        except ConfigError as exc:
+            self.config = old
+            # The operator's mistake, worded by ConfigError (the key and what is wrong): no traceback.
+            self.log.error("config.reload_failed", error=str(exc))  # noqa: TRY400
+            return
+        if "log.level" in change.live:
+            self.log.set_level(config.log.level)
+        if self.rate_limits is not None:
+            self.rate_limits.update(
+                settings=config.limits, greylist=config.greylist, relay_networks=config.smtp.relay_networks
+            )
+        changed = {key.split(".")[0] for key in change.live}
+        if "tls" in changed:  # the certificate reload below loads the new pair
+            self.certificate = ensure_certificate(
+                cert_file=config.tls.cert_file,
+                key_file=config.tls.key_file,
+                data_dir=config.data_dir,
+                hostname=config.hostname,
+            )
+        local = config.local
+        accounts = Accounts(db=self._db, domains=local.domains, plus_separator=local.plus_separator)
+        for routing in self._routing:
+            routing.set_local_domains(local.domains)
+        sender_auth = self._sender_auth() if "sender_auth" in changed else None
+        for listener in self.listeners:
+            services = listener.services.with_smtp(config.smtp)
+            services.limits.update(
+                max_total=config.smtp.max_connections, max_per_ip=config.smtp.max_connections_per_ip
+            )
+            if "local" in changed:
+                services = dataclasses.replace(services, accounts=accounts)
+            if "sender_auth" in changed and listener.name == "smtp":
+                services = dataclasses.replace(services, sender_auth=sender_auth)
+            listener.set_services(services)
+        self.log.info("config.reloaded", changed=",".join(change.live) or "none")
+        if change.restart:
+            self.log.warning("config.restart_needed", keys=",".join(change.restart))
+
     def reload(self) -> bool:
-        """SIGHUP: load the certificate files again (new TLS connections use them; open ones go on).
-        On any error the old certificate stays in use and the error is logged. DKIM keys are read again."""
+        """SIGHUP: the config file (above), then the certificate files again (new TLS connections use them;
+        open ones go on). On any error the old certificate stays in use and the error is logged. DKIM keys
+        and the [policy] list files are read again, and the log file is opened again."""
+        self._reload_config()
         self._reload_access_lists()
         self.dkim_signer.reload()
         try:
@@ -395,9 +458,15 @@ class App:
 
 
 @contextlib.asynccontextmanager
-async def running_app(config: Config, *, log: Logger | None = None) -> AsyncIterator[App]:
+async def running_app(
+    config: Config, *, log: Logger | None = None, config_loader: Callable[[], Config] | None = None
+) -> AsyncIterator[App]:
     """Start an App and yield it once every listener is bound; stop it on the way out."""
-    app = App(config=config, log=log or Logger(level=config.log.level, fmt=config.log.format))
+    app = App(
+        config=config,
+        log=log or Logger(level=config.log.level, fmt=config.log.format),
+        config_loader=config_loader,
+    )
     await app.start()
     try:
         yield app
@@ -405,14 +474,20 @@ async def running_app(config: Config, *, log: Logger | None = None) -> AsyncIter
         await app.stop()
 
 
-async def serve_forever(config: Config, *, log: Logger, on_ready: Callable[[App], None]) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+async def serve_forever(
+    config: Config,
+    *,
+    log: Logger,
+    on_ready: Callable[[App], None],
+    config_loader: Callable[[], Config] | None = None,
+) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully; SIGHUP reloads (``config_loader`` reads)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     pid_file = config.data_dir / "postroom.pid"
-    async with running_app(config, log=log) as app:
+    async with running_app(config, log=log, config_loader=config_loader) as app:
         loop.add_signal_handler(signal.SIGHUP, app.reload)
         listen_file = config.data_dir / LISTEN_FILE
         _write_listen_file(listen_file, app)  # for `postroom sendmail`: where the running server listens

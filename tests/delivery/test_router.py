@@ -36,3 +36,12 @@ async def test_without_a_remote_courier_remote_groups_wait() -> None:
     router = Router(local_domains=(), remote=None)
     outcomes = await router.deliver([_due("m1", 0, "a@x.test")])
     assert outcomes[0].result == "temporary"
+
+
+def test_a_domain_made_local_by_a_reload_stays_home_from_then_on() -> None:
+    router = Router(local_domains=("ours.test",), remote=None)
+    queued_before = _due("m1", 0, "Carol@New.test")  # queued for SMTP before the domain became ours
+    assert router.split([queued_before])[0] == []
+    router.set_local_domains(("ours.test", "NEW.test"))
+    local, groups = router.split([queued_before])
+    assert ([r.mailbox for r in local], groups) == (["carol@new.test"], [])

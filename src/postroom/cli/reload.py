@@ -1,4 +1,5 @@
-"""`postroom reload`: ask the running server (pid file in data_dir) to reload its certificates (SIGHUP)."""
+"""`postroom reload`: ask the running server (pid file in data_dir) to reload (SIGHUP): its configuration
+file, certificates, list files and DKIM keys. It only sends the signal: the outcome is in the server's log."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ __all__ = ["register"]
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser("reload", help="reload the running server's certificates (SIGHUP)")
+    parser = commands.add_parser(
+        "reload", help="reload the running server's configuration and certificates (SIGHUP)"
+    )
     parser.set_defaults(handler=run)
 
 

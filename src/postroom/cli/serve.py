@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from postroom.app import App, serve_forever
-from postroom.config import Config
+from postroom.config import Config, load_config
 from postroom.observe.log import Logger
 from postroom.server.tls import fingerprint
 
@@ -25,18 +28,35 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
+    config = _with_overrides(config, args)
     log = Logger(
-        level=args.log_level or config.log.level,
+        level=config.log.level,
         fmt=args.log_format or config.log.format,
         file=config.log_file,
     )
     loop_factory = _loop_factory()
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(serve_forever(config, log=log, on_ready=_announce))
+            runner.run(
+                serve_forever(config, log=log, on_ready=_announce, config_loader=_loader(args.config, args))
+            )
     finally:
         log.close()
     return 0
+
+
+def _with_overrides(config: Config, args: argparse.Namespace) -> Config:
+    """--log-level wins over [log] level, at start and at every reload."""
+    if args.log_level is None:
+        return config
+    return dataclasses.replace(config, log=dataclasses.replace(config.log, level=args.log_level))
+
+
+def _loader(path: Path | None, args: argparse.Namespace) -> Callable[[], Config] | None:
+    """How SIGHUP reads the configuration again: the file given with -c (none: nothing to read)."""
+    if path is None:
+        return None
+    return lambda: _with_overrides(load_config(path), args)
 
 
 def _loop_factory() -> Any:

@@ -25,6 +25,10 @@ class Router:
         self._local_domains = frozenset(domain.lower() for domain in local_domains)
         self._remote = remote
 
+    def set_local_domains(self, domains: Collection[str]) -> None:
+        """[local] domains after a reload: mail for them never leaves over the network from now on."""
+        self._local_domains = frozenset(domain.lower() for domain in domains)
+
     def split(self, due: Sequence[DueRecipient]) -> tuple[list[DueRecipient], list[list[DueRecipient]]]:
         local: list[DueRecipient] = []
         groups: dict[tuple[str, str], list[DueRecipient]] = {}

@@ -136,6 +136,10 @@ class Logger:
         """Closes the log file (lines still go to the stream)."""
         self._sink.close_file()
 
+    def set_level(self, level: str) -> None:
+        """Lines below ``level`` are left out from now on, by this logger and every one bound from it."""
+        self._sink.level = LEVELS[level]
+
     def is_enabled(self, level: str) -> bool:
         return LEVELS[level] >= self._sink.level
 

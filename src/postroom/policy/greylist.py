@@ -50,12 +50,16 @@ class Greylist:
     """``check`` says how many seconds the client must still wait (0.0 = accept)."""
 
     def __init__(self, *, settings: GreylistSettings, lookup: Callable[[str], GreyEntry | None]) -> None:
-        self._settings = settings
         self._lookup = lookup
-        self._networks = settings.allow_networks
-        self._domains = frozenset(domain.lower().rstrip(".") for domain in settings.allow_domains)
         self._pending: dict[str, GreyEntry] = {}
         self._in_flight: dict[str, GreyEntry] = {}
+        self.update(settings)
+
+    def update(self, settings: GreylistSettings) -> None:
+        """New delays and allow lists (a config reload); the triplets seen so far are kept."""
+        self._settings = settings
+        self._networks = settings.allow_networks
+        self._domains = frozenset(domain.lower().rstrip(".") for domain in settings.allow_domains)
 
     def allowed(self, *, ip: str, recipient_domain: str) -> bool:
         """On the allow list: the client's network or the recipient's domain."""

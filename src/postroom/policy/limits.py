@@ -51,24 +51,33 @@ class RateLimits:
         clock: Callable[[], float],
         log: Logger,
     ) -> None:
-        self._settings = settings
         self._store = store
         self._clock = clock
         self._log = log
-        self._exempt_networks = settings.exempt_networks + relay_networks
-        self._relay_networks = relay_networks
         self._exempt_cache: dict[str, tuple[bool, bool]] = {}
-        self._connections = Rate("connections", settings.connections_per_minute, 60.0)
-        self._recipients = Rate("recipients", settings.recipients_per_hour, 3600.0)
-        self._bytes = Rate("bytes", settings.bytes_per_hour, 3600.0)
         self._counters = RateCounters()
-        self._greylist_settings = greylist
-        self._greylist: Greylist | None = None
-        if greylist.enabled:
-            self._greylist = Greylist(settings=greylist, lookup=store.greylist_entry)
+        # Kept when greylisting is off too: a reload may turn it on, or off with triplets still to write.
+        self._greylist = Greylist(settings=greylist, lookup=store.greylist_entry)
+        self.update(settings=settings, greylist=greylist, relay_networks=relay_networks)
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_purge = 0.0
+
+    def update(
+        self, *, settings: LimitsSettings, greylist: GreylistSettings, relay_networks: tuple[Network, ...]
+    ) -> None:
+        """New rates, exemptions and greylisting (a config reload): the counts so far are kept, so a client
+        near its limit stays near it; the next check of every session, open ones too, uses the new values."""
+        self._settings = settings
+        self._exempt_networks = settings.exempt_networks + relay_networks
+        self._relay_networks = relay_networks
+        self._exempt_cache.clear()
+        # The counters are keyed by rate name, not by the Rate object: new limits apply to the counts so far.
+        self._connections = Rate("connections", settings.connections_per_minute, 60.0)
+        self._recipients = Rate("recipients", settings.recipients_per_hour, 3600.0)
+        self._bytes = Rate("bytes", settings.bytes_per_hour, 3600.0)
+        self._greylist_settings = greylist
+        self._greylist.update(greylist)
 
     # --- the checks ------------------------------------------------------------------------------------
 
@@ -96,7 +105,7 @@ class RateLimits:
     def rcpt(self, *, ip: str, sender: str, user: str | None, recipient: str) -> Refusal | None:
         """An acceptable recipient: greylisted (first time), or counted for the sender's hourly rate."""
         now = self._clock()
-        if self._greylist is not None and user is None and not self._exempt(ip)[1]:
+        if self._greylist_settings.enabled and user is None and not self._exempt(ip)[1]:
             domain = recipient.rpartition("@")[2]
             if not self._greylist.allowed(ip=ip, recipient_domain=domain):
                 wait = self._greylist.check(ip=ip, sender=sender, recipient=recipient, now=now)
@@ -177,7 +186,7 @@ class RateLimits:
         """Write pending counts and triplets now (one transaction, in a worker thread)."""
         now = self._clock()
         counts = self._counters.take_batch(now)
-        entries = self._greylist.take_batch() if self._greylist is not None else {}
+        entries = self._greylist.take_batch()
         purge = None
         if now - self._last_purge >= _PURGE_EVERY:
             greylist = self._greylist_settings
@@ -188,12 +197,10 @@ class RateLimits:
             totals = await asyncio.to_thread(self._store.write, counts, entries, purge_before=purge)
         except sqlite3.Error as exc:
             self._counters.write_failed(counts)
-            if self._greylist is not None:
-                self._greylist.write_failed(entries)
+            self._greylist.write_failed(entries)
             self._log.warning("policy.flush_failed", error=str(exc), counts=len(counts), entries=len(entries))
             return
         if purge is not None:
             self._last_purge = now
         self._counters.written(totals)
-        if self._greylist is not None:
-            self._greylist.written(entries)
+        self._greylist.written(entries)

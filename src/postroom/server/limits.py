@@ -17,6 +17,11 @@ class ConnectionLimits:
         self._total = 0
         self._per_ip: dict[str, int] = {}
 
+    def update(self, *, max_total: int, max_per_ip: int) -> None:
+        """New caps (a config reload); connections already counted stay counted, none is closed."""
+        self._max_total = max_total
+        self._max_per_ip = max_per_ip
+
     @property
     def total(self) -> int:
         return self._total

@@ -39,6 +39,15 @@ class SmtpListener:
         self._stopping = False
         self.bound: list[tuple[str, int]] = []
 
+    @property
+    def services(self) -> SessionServices:
+        """What sessions made from now on are given."""
+        return self._services
+
+    def set_services(self, services: SessionServices) -> None:
+        """Give ``services`` to the sessions made from now on (a config reload); open ones keep theirs."""
+        self._services = services
+
     def set_front_door(self, front_door: FrontDoor) -> None:
         """Check every new connection at this door (lists, DNSBL, PROXY, greet delay) before its session."""
         self._services = dataclasses.replace(self._services, front_door=front_door)

@@ -1,7 +1,9 @@
-"""SessionServices: everything an SMTP session is given (built once per listener by app.py). A plain value."""
+"""SessionServices: everything an SMTP session is given (built per listener by app.py, again on a config
+reload: sessions made from then on get the new one). A plain value."""
 
 from __future__ import annotations
 
+import dataclasses
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,3 +42,15 @@ class SessionServices:
     front_door: FrontDoor | None = None  # lists, DNSBL, PROXY, greet delay (server/gate.py); None: none
     rate_limits: RateLimits | None = None  # [limits] rates and [greylist] (policy/limits.py); None: off
     sender_auth: SenderAuth | None = None  # MX: SPF, DKIM, DMARC (policy/sender_auth.py); None: off
+
+    def with_smtp(self, smtp: SmtpSettings) -> SessionServices:
+        """The same services under new [smtp] limits: timeouts, relay networks and the protocol's sizes."""
+        protocol = dataclasses.replace(
+            self.protocol,
+            max_message_size=smtp.max_message_size,
+            max_recipients=smtp.max_recipients,
+            max_errors=smtp.max_errors,
+            long_lines=smtp.long_lines,
+            bare_line_endings=smtp.bare_line_endings,
+        )
+        return dataclasses.replace(self, smtp=smtp, protocol=protocol)
