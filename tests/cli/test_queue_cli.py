@@ -46,7 +46,10 @@ def listed(config_file: Path, *args: str) -> list[dict[str, Any]]:
 
 
 def fill_queue(
-    config: Config, *messages: tuple[str, tuple[str, ...]], defer_first: bool = False
+    config: Config,
+    *messages: tuple[str, tuple[str, ...]],
+    defer_first: bool = False,
+    mailbox_form: bool = False,
 ) -> list[str]:
     """Queues (sender, recipients) messages with a real Queue, as a server would; the first one's first
     recipient can be given a failed attempt. Returns the queue ids."""
@@ -62,11 +65,13 @@ def fill_queue(
         try:
             ids = []
             for sender, recipients in messages:
-                writer = queue.open_spool()
-                writer.write(BODY)
                 envelope = Envelope(
                     sender=sender, recipients=tuple(Recipient(r, r.lower()) for r in recipients)
                 )
+                # as a session opens it: in a mailbox's form when it is for one local mailbox (local_form.py)
+                chosen = envelope.recipients if mailbox_form else ()
+                writer = queue.open_spool(sender=sender, recipients=chosen)
+                writer.write(BODY)
                 ids.append(await queue.commit(writer, envelope))
             if defer_first:
                 due = queue.claim_due(limit=100)
@@ -338,3 +343,15 @@ def test_a_bulk_change_shows_its_progress_on_a_terminal_only(setup: tuple[Config
     # not a terminal: no progress at all
     released = postroom(config_file, "queue", "release", "--all")
     assert (released.stdout, released.stderr) == ("released 3 messages\n", "")
+
+
+def test_show_raw_gives_a_mailbox_form_spool_file_back_as_received(setup: tuple[Config, Path]) -> None:
+    config, config_file = setup
+    (queue_id,) = fill_queue(config, ("a@example.test", ("bob@postroom.test",)), mailbox_form=True)
+    stored = config.queue_dir.joinpath("spool", queue_id).read_bytes()
+    assert stored.startswith(b"Return-Path: <a@example.test>\n")
+    raw = subprocess.run(
+        [sys.executable, "-m", "postroom", "-c", str(config_file), "queue", "show", queue_id, "--raw"],
+        cwd=config_file.parent, capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert raw.stdout == BODY

@@ -30,6 +30,7 @@ from postroom.queue.admin_index import (
     Selection,
     StateFilter,
 )
+from postroom.queue.local_form import prefix_length, wire_form
 from postroom.store import open_database
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
 
 _QUEUE_ID = re.compile(r"[0-9a-f]{16}")
 _BATCH = 500  # rows per transaction in bulk changes: each one holds the write lock for milliseconds
+_LOCAL_FORM_PEEK = 4096  # enough to see a mailbox-form file's trace headers (RFC 5321 address limits)
 _MAX_HEADER_BYTES = 1024 * 1024
 
 
@@ -166,7 +168,8 @@ class QueueAdmin:
             views.close()
 
     def open_content(self, view: MessageView) -> BinaryIO:
-        """The message as queued (headers and body): its inline body or its spool file.
+        """The message as received (headers and body): its inline body or its spool file, a file in a
+        mailbox's form (local_form.py) given back in wire form.
 
         Raises UnknownMessageError when it left the queue meanwhile (delivered, or deleted).
         """
@@ -176,9 +179,13 @@ class QueueAdmin:
                 raise UnknownMessageError([view.queue_id])
             return io.BytesIO(body)
         try:
-            return open(self._spool_dir / view.queue_id, "rb")  # the caller closes it
+            file = open(self._spool_dir / view.queue_id, "rb")  # noqa: SIM115 - the caller closes it
         except FileNotFoundError:
             raise UnknownMessageError([view.queue_id]) from None
+        if prefix_length(file.peek(_LOCAL_FORM_PEEK)[:_LOCAL_FORM_PEEK]) == 0:
+            return file
+        with file:
+            return io.BytesIO(wire_form(file.read()))
 
     # --- changing ------------------------------------------------------------------------------------
 

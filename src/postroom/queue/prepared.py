@@ -4,9 +4,9 @@ Creating a file is a journal transaction: while the commit worker and the delive
 ``open(O_CREAT)`` on the event loop can wait milliseconds, and every session waits with it. A thread keeps
 empty files ready in ``ready/`` (``p<pid>.<n>``, mode 0600); a SpoolWriter that spills takes one
 without blocking, or creates its own when none is ready. The stock grows with demand (one more file for
-each time none was ready, up to ``stock``), so a queue that never spills keeps none. Their names do not matter: the commit renames a
-file to ``spool/<queue id>``, and start-up recovery removes whatever is left in ``ready/``. No message
-bytes here (spool.py) and no durability (commit.py).
+each time none was ready, up to ``stock``), so a queue that never spills keeps none. Their names do not
+matter: the commit renames a file to ``spool/<queue id>``, and start-up recovery removes whatever is left
+in ``ready/``. No message bytes here (spool.py) and no durability (commit.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 __all__ = ["PreparedFiles", "create_spool_file"]
 
-_BUFFER = 64 * 1024
+_BUFFER = 64 * 1024  # 128 KiB (no write() on the event loop for a 100 KiB message) measured no better
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
 
