@@ -4,10 +4,13 @@ server that answers NXDOMAIN for anything a test did not add."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from postroom.observe.log import Logger
+from postroom.policy.limitstore import LimitStore
+from postroom.store import open_database
 from tests.helpers.dns import DnsServer
 from tests.helpers.fakes import FakeClock, Records, recording_logger
 
@@ -25,6 +28,18 @@ def records() -> Records:
 @pytest.fixture
 def log(records: Records) -> Logger:
     return recording_logger(records)
+
+
+@pytest.fixture
+def limit_store(tmp_path: Path) -> Iterator[LimitStore]:
+    """Rate-limit and greylist state in a real SQLite database (two connections, as app.py opens them)."""
+    writer = open_database(tmp_path / "postroom.db", durable=False)
+    reader = open_database(tmp_path / "postroom.db", durable=False)
+    try:
+        yield LimitStore(writer=writer, reader=reader)
+    finally:
+        writer.close()
+        reader.close()
 
 
 @pytest.fixture

@@ -4,10 +4,7 @@ never greylisted, and triplets kept in the database across a restart. Time is a 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from postroom.config.schema import GreylistSettings, LimitsSettings
 from postroom.observe.log import Logger
@@ -15,7 +12,6 @@ from postroom.policy.greylist import GreyEntry, Greylist, client_network, triple
 from postroom.policy.limits import RateLimits
 from postroom.policy.limitstore import LimitStore
 from postroom.smtp import replies
-from postroom.store.sqlite import open_database
 from tests.helpers.fakes import FakeClock, Records
 
 NOW = 1_700_000_000.0
@@ -104,32 +100,21 @@ def test_changed_entries_are_batched_and_lookups_see_them_until_written() -> Non
 # --- through the session's door, with the database --------------------------------------------------------
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[LimitStore]:
-    writer = open_database(tmp_path / "postroom.db", durable=False)
-    reader = open_database(tmp_path / "postroom.db", durable=False)
-    try:
-        yield LimitStore(writer=writer, reader=reader)
-    finally:
-        writer.close()
-        reader.close()
-
-
-def _limits(store: LimitStore, clock: FakeClock, log: Logger, **greylist: object) -> RateLimits:
+def _limits(limit_store: LimitStore, clock: FakeClock, log: Logger, **greylist: object) -> RateLimits:
     return RateLimits(
         settings=LimitsSettings(),
         greylist=GreylistSettings(enabled=True, **greylist),  # type: ignore[arg-type]
         relay_networks=(ipaddress.ip_network("10.0.0.0/8"),),
-        store=store,
+        store=limit_store,
         clock=clock,
         log=log,
     )
 
 
 async def test_greylisted_rcpt_is_451_4_7_1_and_logged(
-    store: LimitStore, clock: FakeClock, log: Logger, records: Records
+    limit_store: LimitStore, clock: FakeClock, log: Logger, records: Records
 ) -> None:
-    limits = _limits(store, clock, log)
+    limits = _limits(limit_store, clock, log)
     await limits.start()
     try:
         refusal = limits.rcpt(ip="192.0.2.1", sender="a@x.test", user=None, recipient="b@y.test")
@@ -146,9 +131,9 @@ async def test_greylisted_rcpt_is_451_4_7_1_and_logged(
 
 
 async def test_authenticated_users_relay_networks_and_allow_lists_are_never_greylisted(
-    store: LimitStore, clock: FakeClock, log: Logger
+    limit_store: LimitStore, clock: FakeClock, log: Logger
 ) -> None:
-    limits = _limits(store, clock, log, allow_domains=("partner.test",))
+    limits = _limits(limit_store, clock, log, allow_domains=("partner.test",))
     await limits.start()
     try:
         assert limits.rcpt(ip="192.0.2.1", sender="a@x.test", user="a@x.test", recipient="b@y.test") is None
@@ -158,13 +143,13 @@ async def test_authenticated_users_relay_networks_and_allow_lists_are_never_grey
         await limits.stop()
 
 
-async def test_a_triplet_survives_a_restart(store: LimitStore, clock: FakeClock, log: Logger) -> None:
-    first = _limits(store, clock, log)
+async def test_a_triplet_survives_a_restart(limit_store: LimitStore, clock: FakeClock, log: Logger) -> None:
+    first = _limits(limit_store, clock, log)
     await first.start()
     assert first.rcpt(ip="192.0.2.1", sender="a@x.test", user=None, recipient="b@y.test") is not None
     await first.stop()
     clock.now += 301
-    second = _limits(store, clock, log)
+    second = _limits(limit_store, clock, log)
     await second.start()
     try:
         assert second.rcpt(ip="192.0.2.1", sender="a@x.test", user=None, recipient="b@y.test") is None
@@ -173,17 +158,17 @@ async def test_a_triplet_survives_a_restart(store: LimitStore, clock: FakeClock,
 
 
 async def test_expired_triplets_are_purged_from_the_database(
-    store: LimitStore, clock: FakeClock, log: Logger, tmp_path: Path
+    limit_store: LimitStore, clock: FakeClock, log: Logger, tmp_path: Path
 ) -> None:
-    limits = _limits(store, clock, log)
+    limits = _limits(limit_store, clock, log)
     await limits.start()
     try:
         limits.rcpt(ip="192.0.2.1", sender="a@x.test", user=None, recipient="b@y.test")
         await limits.flush()
         key = triplet("192.0.2.1", "a@x.test", "b@y.test")
-        assert store.greylist_entry(key) is not None
+        assert limit_store.greylist_entry(key) is not None
         clock.now += SETTINGS.unconfirmed_ttl + 3601  # past its lifetime, and time for an hourly purge
         await limits.flush()
-        assert store.greylist_entry(key) is None
+        assert limit_store.greylist_entry(key) is None
     finally:
         await limits.stop()

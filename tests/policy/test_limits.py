@@ -3,44 +3,33 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from postroom.config.schema import GreylistSettings, LimitsSettings
 from postroom.observe.log import Logger
 from postroom.policy.limits import RateLimits
 from postroom.policy.limitstore import LimitStore
 from postroom.smtp import replies
-from postroom.store.sqlite import open_database
 from tests.helpers.fakes import FakeClock
 
 CLIENT = "192.0.2.7"
 NO_EXEMPTIONS = LimitsSettings(exempt_networks=())
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[LimitStore]:
-    writer = open_database(tmp_path / "limits.db", durable=False)
-    reader = open_database(tmp_path / "limits.db", durable=False)
-    try:
-        yield LimitStore(writer=writer, reader=reader)
-    finally:
-        writer.close()
-        reader.close()
-
-
-def _limits(store: LimitStore, clock: FakeClock, log: Logger, settings: LimitsSettings) -> RateLimits:
+def _limits(limit_store: LimitStore, clock: FakeClock, log: Logger, settings: LimitsSettings) -> RateLimits:
     return RateLimits(
-        settings=settings, greylist=GreylistSettings(), relay_networks=(), store=store, clock=clock, log=log
+        settings=settings,
+        greylist=GreylistSettings(),
+        relay_networks=(),
+        store=limit_store,
+        clock=clock,
+        log=log,
     )
 
 
 def test_a_lower_rate_counts_the_connections_already_made(
-    store: LimitStore, clock: FakeClock, log: Logger
+    limit_store: LimitStore, clock: FakeClock, log: Logger
 ) -> None:
-    limits = _limits(store, clock, log, NO_EXEMPTIONS)
+    limits = _limits(limit_store, clock, log, NO_EXEMPTIONS)
     for _ in range(5):
         assert limits.connection(CLIENT) is None
     limits.update(
@@ -54,9 +43,9 @@ def test_a_lower_rate_counts_the_connections_already_made(
 
 
 def test_relay_networks_from_a_reload_exempt_a_client(
-    store: LimitStore, clock: FakeClock, log: Logger
+    limit_store: LimitStore, clock: FakeClock, log: Logger
 ) -> None:
-    limits = _limits(store, clock, log, LimitsSettings(exempt_networks=(), connections_per_minute=1))
+    limits = _limits(limit_store, clock, log, LimitsSettings(exempt_networks=(), connections_per_minute=1))
     assert limits.connection(CLIENT) is None
     assert limits.connection(CLIENT) is not None  # the answer is remembered per address ...
     limits.update(
@@ -67,8 +56,10 @@ def test_relay_networks_from_a_reload_exempt_a_client(
     assert limits.connection(CLIENT) is None  # ... and worked out again after a reload
 
 
-def test_greylisting_turned_on_and_off_by_a_reload(store: LimitStore, clock: FakeClock, log: Logger) -> None:
-    limits = _limits(store, clock, log, NO_EXEMPTIONS)
+def test_greylisting_turned_on_and_off_by_a_reload(
+    limit_store: LimitStore, clock: FakeClock, log: Logger
+) -> None:
+    limits = _limits(limit_store, clock, log, NO_EXEMPTIONS)
     rcpt = {"ip": CLIENT, "sender": "a@elsewhere.test", "user": None, "recipient": "b@example.test"}
     assert limits.rcpt(**rcpt) is None  # type: ignore[arg-type]
     limits.update(settings=NO_EXEMPTIONS, greylist=GreylistSettings(enabled=True), relay_networks=())

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -102,37 +102,26 @@ def test_expired_slots_are_forgotten_when_a_batch_is_taken() -> None:
 # --- the database side ------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[LimitStore]:
-    writer = open_database(tmp_path / "postroom.db", durable=False)
-    reader = open_database(tmp_path / "postroom.db", durable=False)
-    try:
-        yield LimitStore(writer=writer, reader=reader)
-    finally:
-        writer.close()
-        reader.close()
-
-
-def test_batches_are_added_in_the_database_so_two_nodes_sum_up(store: LimitStore) -> None:
+def test_batches_are_added_in_the_database_so_two_nodes_sum_up(limit_store: LimitStore) -> None:
     node_a, node_b = RateCounters(), RateCounters()
     for _ in range(2):
         node_a.admit(PER_MINUTE, "a", START)
     node_b.admit(PER_MINUTE, "a", START)
-    node_a.written(store.write(node_a.take_batch(START), {}))
-    node_b.written(store.write(node_b.take_batch(START), {}))
+    node_a.written(limit_store.write(node_a.take_batch(START), {}))
+    node_b.written(limit_store.write(node_b.take_batch(START), {}))
     assert node_b.used(PER_MINUTE, "a", START) == 3  # node B now knows of node A's two
     assert not node_b.admit(PER_MINUTE, "a", START)
     fresh = RateCounters()
-    fresh.load(store.load_counts(START))
+    fresh.load(limit_store.load_counts(START))
     assert fresh.used(PER_MINUTE, "a", START) == 3
 
 
-def test_load_skips_expired_rows_and_purge_deletes_them(store: LimitStore, tmp_path: Path) -> None:
+def test_load_skips_expired_rows_and_purge_deletes_them(limit_store: LimitStore, tmp_path: Path) -> None:
     counters = RateCounters()
     counters.admit(PER_MINUTE, "a", START)
-    store.write(counters.take_batch(START), {})
-    assert store.load_counts(START + 200) == []
-    store.write([], {}, purge_before=(START + 200, 0.0, 0.0))
+    limit_store.write(counters.take_batch(START), {})
+    assert limit_store.load_counts(START + 200) == []
+    limit_store.write([], {}, purge_before=(START + 200, 0.0, 0.0))
     db = sqlite3.connect(tmp_path / "postroom.db")
     try:
         assert db.execute("SELECT COUNT(*) FROM rate_counts").fetchone() == (0,)
@@ -145,23 +134,23 @@ def test_load_skips_expired_rows_and_purge_deletes_them(store: LimitStore, tmp_p
 Make = Callable[..., Awaitable[RateLimits]]
 
 
-def _limits(store: LimitStore, clock: FakeClock, log: Logger, **settings: object) -> RateLimits:
+def _limits(limit_store: LimitStore, clock: FakeClock, log: Logger, **settings: object) -> RateLimits:
     return RateLimits(
         settings=LimitsSettings(**settings),  # type: ignore[arg-type]
         greylist=GreylistSettings(),
         relay_networks=(ipaddress.ip_network("10.0.0.0/8"),),
-        store=store,
+        store=limit_store,
         clock=clock,
         log=log,
     )
 
 
 @pytest.fixture
-async def make(store: LimitStore, clock: FakeClock, log: Logger) -> AsyncIterator[Make]:
+async def make(limit_store: LimitStore, clock: FakeClock, log: Logger) -> AsyncIterator[Make]:
     started: list[RateLimits] = []
 
     async def factory(**settings: object) -> RateLimits:
-        limits = _limits(store, clock, log, **settings)
+        limits = _limits(limit_store, clock, log, **settings)
         await limits.start()
         started.append(limits)
         return limits
@@ -260,14 +249,14 @@ async def test_bytes_per_hour_per_user_gives_451_4_7_1_at_mail(make: Make, clock
 
 
 async def test_counts_survive_a_restart_through_the_database(
-    store: LimitStore, clock: FakeClock, log: Logger
+    limit_store: LimitStore, clock: FakeClock, log: Logger
 ) -> None:
-    first = _limits(store, clock, log, recipients_per_hour=2)
+    first = _limits(limit_store, clock, log, recipients_per_hour=2)
     await first.start()
     for _ in range(2):
         assert first.rcpt(ip="192.0.2.1", sender="s@x.test", user=None, recipient="r@y.test") is None
     await first.stop()  # writes the last batch
-    second = _limits(store, clock, log, recipients_per_hour=2)
+    second = _limits(limit_store, clock, log, recipients_per_hour=2)
     await second.start()
     try:
         assert second.rcpt(ip="192.0.2.1", sender="s@x.test", user=None, recipient="r@y.test") is not None

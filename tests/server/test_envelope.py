@@ -37,17 +37,6 @@ def accounts(tmp_path: Path) -> Iterator[Accounts]:
     db.close()
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[LimitStore]:
-    writer = open_database(tmp_path / "limits.db", durable=False)
-    reader = open_database(tmp_path / "limits.db", durable=False)
-    try:
-        yield LimitStore(writer=writer, reader=reader)
-    finally:
-        writer.close()
-        reader.close()
-
-
 def _rules(accounts: Accounts, client_ip: str = "192.0.2.1", **options: object) -> EnvelopeRules:
     return EnvelopeRules(client_ip=client_ip, accounts=accounts, relay_networks=TRUSTED, **options)  # type: ignore[arg-type]
 
@@ -132,13 +121,13 @@ def test_mx_takes_any_sender_without_auth(accounts: Accounts) -> None:
 
 
 def test_rates_refuse_mail_after_the_per_connection_limit(
-    accounts: Accounts, store: LimitStore, clock: FakeClock, log: Logger
+    accounts: Accounts, limit_store: LimitStore, clock: FakeClock, log: Logger
 ) -> None:
     limits = RateLimits(
         settings=LimitsSettings(messages_per_connection=2),
         greylist=GreylistSettings(),
         relay_networks=TRUSTED,
-        store=store,
+        store=limit_store,
         clock=clock,
         log=log,
     )
@@ -149,13 +138,13 @@ def test_rates_refuse_mail_after_the_per_connection_limit(
 
 
 def test_greylisting_holds_the_first_rcpt_and_skips_without_a_sender(
-    accounts: Accounts, store: LimitStore, clock: FakeClock, log: Logger
+    accounts: Accounts, limit_store: LimitStore, clock: FakeClock, log: Logger
 ) -> None:
     limits = RateLimits(
         settings=LimitsSettings(),
         greylist=GreylistSettings(enabled=True),
         relay_networks=TRUSTED,
-        store=store,
+        store=limit_store,
         clock=clock,
         log=log,
     )
