@@ -81,6 +81,21 @@ class Index:
     def known_ids(self) -> set[str]:
         return {row[0] for row in self._conn.execute("SELECT id FROM messages")}
 
+    def spooled_ids(self) -> set[str]:
+        """The messages whose body is in a spool file (not inline)."""
+        return {row[0] for row in self._conn.execute("SELECT id FROM messages WHERE spooled")}
+
+    def any_spooled(self, queue_ids: Sequence[str]) -> bool:
+        """True when one of these messages has its body in a spool file."""
+        ids = list(dict.fromkeys(queue_ids))
+        for start in range(0, len(ids), 500):  # under SQLite's limit on bound parameters
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            query = f"SELECT 1 FROM messages WHERE spooled AND id IN ({marks}) LIMIT 1"  # noqa: S608 - only ?s
+            if self._conn.execute(query, chunk).fetchone() is not None:
+                return True
+        return False
+
     def count_active(self) -> int:
         row = self._conn.execute("SELECT count(*) FROM messages WHERE status = 'active'").fetchone()
         return int(row[0])

@@ -34,6 +34,8 @@ from postroom.store import open_database
 
 __all__ = ["Queue"]
 
+_MISSING_LOGGED = 100  # warnings for spool files missing at start, at most (then only the count in each)
+
 
 class Queue:
     """The durable queue of one node: spool files under ``queue_dir``, the index in ``database_path``."""
@@ -59,6 +61,11 @@ class Queue:
         self._conn: sqlite3.Connection | None = None
         self._committer: GroupCommitter | None = None
         self._commit_conn: sqlite3.Connection | None = None
+
+    def update(self, settings: QueueSettings) -> None:
+        """New settings (SIGHUP): the retry schedule, lifetime, delay warning and claim lease apply to the
+        next claim and the next outcome recorded; commit_max_batch and inline_max wait for a restart."""
+        self._settings = settings
 
     # --- life cycle ----------------------------------------------------------------------------------
 
@@ -87,7 +94,8 @@ class Queue:
             # more, never that a message is lost; so they need not wait for the disk (see open_database).
             self._conn = open_database(self._database_path, durable=False)
             known = Index(commit_conn).known_ids()
-            report = self._spool.recover(known, sole_owner=sole_owner)
+            spooled = Index(commit_conn).spooled_ids()
+            report = self._spool.recover(known, sole_owner=sole_owner, spooled_ids=spooled)
             # Reports leased by a process that is gone: bounced by this one's scheduler at once (outbox.py)
             reports = Index(commit_conn).release_reports(now=self._clock()) if sole_owner else 0
         except BaseException:
@@ -104,6 +112,10 @@ class Queue:
             sole_owner=sole_owner,
             pending_reports=reports,
         )
+        for queue_id in report.missing_spool[:_MISSING_LOGGED]:
+            # Not from a crash (a file goes only after its row's removal is on disk): removed by hand, or
+            # the file system lost it. Delivery fails such a message, and its sender gets a bounce.
+            self._log.warning("queue.spool_missing", queue_id=queue_id, missing=len(report.missing_spool))
         return commit_conn
 
     async def stop(self) -> None:
@@ -188,18 +200,32 @@ class Queue:
         (``commit(..., report_id=)``). They are in the report outbox already, stored in the outcomes' own
         transaction: if the caller never queues them, ``claim_reports`` hands them out again after the
         claim lease. Messages from the null sender get none: never a bounce for a bounce (RFC 5321 4.5.5).
+
+        A spool file is unlinked only once the commit that removed its message is on disk: outcomes are
+        committed without waiting for the disk (a lost outcome means one more delivery), but a lost
+        removal with its file gone would bring the message back with nothing to deliver, a false bounce.
+        So when any of these messages has a spool file the commit is a FULL one, whose fsync of the WAL
+        also covers the earlier unsynced commits (claims, outcomes) of every connection.
         """
         if not outcomes:
             return []
         with self._lock:
-            index = Index(self._connection())
-            recorded, removed, reports = index.record(
-                outcomes,
-                now=self._clock(),
-                settings=self._settings,
-                read_spooled=self._read_spooled,
-                random=self._random,
-            )
+            conn = self._connection()
+            index = Index(conn)
+            durable = index.any_spooled([outcome.queue_id for outcome in outcomes])
+            if durable:
+                conn.execute("PRAGMA synchronous = FULL")  # not allowed inside the transaction: set before
+            try:
+                recorded, removed, reports = index.record(
+                    outcomes,
+                    now=self._clock(),
+                    settings=self._settings,
+                    read_spooled=self._read_spooled,
+                    random=self._random,
+                )
+            finally:
+                if durable:
+                    conn.execute("PRAGMA synchronous = NORMAL")
         for item in recorded:
             self._log_recorded(item)
         for queue_id, has_file in removed:

@@ -288,10 +288,12 @@ class SpoolWriter:
 
 @dataclass(frozen=True, slots=True)
 class RecoveryReport:
-    """What start-up recovery removed: spool files the index never knew, leftover incoming files."""
+    """What start-up recovery removed: spool files the index never knew, leftover incoming files; and the
+    spooled messages of the index whose file is missing (their delivery fails: nothing left to deliver)."""
 
     removed_spool: int
     removed_incoming: int
+    missing_spool: tuple[str, ...] = ()
 
 
 class Spool:
@@ -366,18 +368,25 @@ class Spool:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def recover(self, known_ids: set[str], *, sole_owner: bool) -> RecoveryReport:
-        """Removes spool files without an index row (never acknowledged) and leftover incoming files.
+    def recover(
+        self, known_ids: set[str], *, sole_owner: bool, spooled_ids: set[str] | None = None
+    ) -> RecoveryReport:
+        """Removes spool files without an index row (never acknowledged, or their removal was committed)
+        and leftover incoming files; reports the ``spooled_ids`` (index rows with a spool file) that have
+        no file. Files whose rows exist are kept.
 
         Only when ``sole_owner``: another running process may be between its rename and its index commit.
         """
         if not sole_owner:
             return RecoveryReport(0, 0)
         removed_spool = 0
+        present: set[str] = set()
         for entry in os.scandir(self.spool_dir):
             if entry.name not in known_ids:
                 os.unlink(entry.path)
                 removed_spool += 1
+            else:
+                present.add(entry.name)
         removed_incoming = 0
         for folder in (self.incoming_dir, self.ready_dir):
             for entry in os.scandir(folder):
@@ -385,4 +394,5 @@ class Spool:
                 removed_incoming += 1
         if removed_spool:
             self.sync()
-        return RecoveryReport(removed_spool, removed_incoming)
+        missing = tuple(sorted((spooled_ids or set()) - present))
+        return RecoveryReport(removed_spool, removed_incoming, missing)
