@@ -73,3 +73,32 @@ def test_adopt_leaves_both_inputs_as_they_were() -> None:
     assert merged.greylist.delay == old.greylist.delay
     assert old.greylist.enabled is False
     assert new.greylist.delay == 60
+
+
+def test_the_running_server_takes_queue_and_delivery_timing_live_but_not_where_mail_goes() -> None:
+    from postroom.app import LIVE_CONFIG_KEYS
+
+    old = _config()
+    new = _config(
+        queue={"retry_schedule": [60, 120], "max_lifetime": 3600, "delay_warning": 0, "claim_lease": 30,
+               "commit_max_batch": 8},
+        delivery={"poll_interval": 1, "connect_timeout": 5, "command_timeout": 60, "max_received": 20,
+                  "require_tls": ["bank.test"], "concurrency": 2, "max_connections": 4,
+                  "max_connections_per_domain": 1, "smtp_port": 2525, "relay_host": "relay.test:587"},
+        dkim={"selector": "s2"},
+        dns={"timeout": 9},
+    )  # fmt: skip
+    change = compare(old, new, live=LIVE_CONFIG_KEYS)
+    assert change.live == (
+        "queue.retry_schedule", "queue.max_lifetime", "queue.claim_lease", "queue.delay_warning",
+        "delivery.concurrency", "delivery.poll_interval", "delivery.max_connections",
+        "delivery.max_connections_per_domain", "delivery.connect_timeout", "delivery.command_timeout",
+        "delivery.max_received", "delivery.require_tls",
+    )  # fmt: skip
+    assert change.restart == (
+        "dns.timeout", "queue.commit_max_batch", "delivery.smtp_port", "delivery.relay_host", "dkim.selector"
+    )
+    assert change.config.queue.retry_schedule == (60.0, 120.0)
+    assert change.config.queue.commit_max_batch == old.queue.commit_max_batch
+    assert change.config.delivery.require_tls == ("bank.test",)
+    assert change.config.delivery.smtp_port == old.delivery.smtp_port

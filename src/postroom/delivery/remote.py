@@ -19,7 +19,6 @@ itself (outcome.py does).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import random
 import ssl
@@ -33,6 +32,7 @@ from postroom.delivery.dsn_params import mail_params, rcpt_params
 from postroom.delivery.mta_sts import MtaSts, Policy
 from postroom.delivery.outcome import MailLoopError, SpoolFileMissingError, failed, replied
 from postroom.delivery.pool import ConnectionPool
+from postroom.delivery.slots import ConnectionSlots
 from postroom.delivery.smarthost import is_ip, parse_relay_host, relay_login
 from postroom.delivery.smtp_session import HostRefused, SmtpSession
 from postroom.dns import DnsError, MailHost, Resolver, TemporaryDnsError, mail_hosts, resolve_host
@@ -113,29 +113,6 @@ def _parse_address(text: str) -> Address:
     return address
 
 
-class _Limits:
-    """A global limit on connections and one per destination domain (semaphores made on demand)."""
-
-    def __init__(self, *, total: int, per_domain: int) -> None:
-        self._total = asyncio.Semaphore(total)
-        self._per_domain = per_domain
-        self._domains: dict[str, tuple[asyncio.Semaphore, int]] = {}
-
-    @contextlib.asynccontextmanager
-    async def slot(self, domain: str) -> AsyncIterator[None]:
-        semaphore, users = self._domains.get(domain, (asyncio.Semaphore(self._per_domain), 0))
-        self._domains[domain] = (semaphore, users + 1)
-        try:
-            async with semaphore, self._total:
-                yield
-        finally:
-            semaphore, users = self._domains[domain]
-            if users == 1:
-                del self._domains[domain]
-            else:
-                self._domains[domain] = (semaphore, users - 1)
-
-
 class RemoteCourier:
     """Delivers groups of remote recipients (one message, one domain) on the event loop."""
 
@@ -159,8 +136,8 @@ class RemoteCourier:
         self._rng = rng or random.Random()  # noqa: S311 - MX shuffling, not cryptography
         self._signer = signer
         self._mta_sts = mta_sts if settings.relay_host == "" else None  # a smarthost is not an MX
-        self._limits = _Limits(
-            total=max(1, settings.max_connections), per_domain=max(1, settings.max_connections_per_domain)
+        self._limits = ConnectionSlots(
+            total=settings.max_connections, per_domain=settings.max_connections_per_domain
         )
         self._require_tls = frozenset(domain.lower() for domain in settings.require_tls)
         self._relay = parse_relay_host(settings.relay_host)  # (host, port) or None
@@ -174,6 +151,13 @@ class RemoteCourier:
         self._opportunistic.verify_mode = ssl.CERT_NONE
         ca_file = str(settings.tls_ca_file) if settings.tls_ca_file is not None else None
         self._verified = ssl.create_default_context(cafile=ca_file)
+
+    def update(self, settings: DeliverySettings) -> None:
+        """New settings (SIGHUP): timeouts, max_received and require_tls for the next message, the connection
+        caps for the next connection. The smarthost, TLS CA file, MTA-STS and reuse settings stay as built."""
+        self._settings = settings
+        self._require_tls = frozenset(domain.lower() for domain in settings.require_tls)
+        self._limits.update(total=settings.max_connections, per_domain=settings.max_connections_per_domain)
 
     async def close(self) -> None:
         """Closes the connections kept for reuse (QUIT); call after the last delivery."""

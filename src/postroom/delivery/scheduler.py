@@ -75,10 +75,26 @@ class Scheduler:
         self.recorded = 0  # outcomes recorded since start, whatever the result (metrics, tests)
         self._reports_due = 0.0  # loop time of the next look into the report outbox
 
+    def update(self, settings: DeliverySettings) -> None:
+        """New settings (SIGHUP, on the loop): poll_interval from the next wait, concurrency from the next
+        round (a new pool of worker threads; the old one's running deliveries finish in this round)."""
+        self._settings = settings
+        concurrency = max(1, settings.concurrency)
+        if concurrency != self._concurrency:
+            self._concurrency = concurrency
+            self._claim_limit = min(concurrency * _CLAIM_PER_WORKER, _MAX_CLAIM)
+            if self._workers is not None:
+                old, self._workers = self._workers, self._pool()
+                old.shutdown(wait=False)
+        self._queue.wait_for_work().set()  # a round now: a shorter poll interval need not wait for the old
+
+    def _pool(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(self._concurrency, thread_name_prefix="postroom-deliver")
+
     async def start(self) -> None:
         self._stopping = False
         self._reports_due = 0.0  # the first round looks: reports a crash left behind go out at start
-        self._workers = ThreadPoolExecutor(self._concurrency, thread_name_prefix="postroom-deliver")
+        self._workers = self._pool()
         self._database = ThreadPoolExecutor(1, thread_name_prefix="postroom-delivery-db")
         self._task = asyncio.create_task(self._run(), name="delivery-scheduler")
 
