@@ -1,8 +1,9 @@
 """One SMTP session per connection: feeds the socket's bytes to smtp.ServerConnection, answers each event by
-asking its helpers and the queue, streams the body into a spool file, and writes the replies back.
+asking its helpers, and writes the replies back.
 
-The decisions live beside it: MAIL and RCPT in envelope.py, STARTTLS and AUTH in login.py, the timeouts in
-deadlines.py, SPF/DKIM/DMARC at the end of data in message_auth.py; what a session is given in services.py.
+The work lives beside it: the mail transaction (envelope, body into the spool, the commit) in transaction.py,
+MAIL and RCPT decisions in envelope.py, STARTTLS and AUTH in login.py, the timeouts in deadlines.py,
+SPF/DKIM/DMARC at the end of data in message_auth.py; what a session is given in services.py.
 
 This is the one place where an SmtpError becomes its reply; anything else raised while answering is a bug:
 it is logged with its traceback, the client gets 451 4.3.0, and the session keeps serving.
@@ -20,15 +21,12 @@ import typing
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from postroom.queue import Envelope, QueueError, Recipient, SpoolWriter
 from postroom.server.admission import Admission
 from postroom.server.deadlines import Deadlines
 from postroom.server.envelope import EnvelopeRules
-from postroom.server.headers import HeaderCompleter
 from postroom.server.login import Login, TlsUpgrade
-from postroom.server.message_auth import authenticate_message
-from postroom.server.received import protocol_name, received_header
 from postroom.server.services import SessionServices
+from postroom.server.transaction import Transaction
 from postroom.smtp import events, replies
 from postroom.smtp.errors import SmtpError
 from postroom.smtp.events import NEED_DATA
@@ -74,19 +72,8 @@ class Session(asyncio.Protocol):
             busy=lambda: self._busy,
             expire=lambda reply, reason: self._close_with(reply, reason=reason),
         )
-        self._receiving = False  # inside DATA or a BDAT chunk
-        self._messages = 0
         self._bytes_in = self._bytes_out = 0  # reported in the close event (metrics)
         self._close_reason = "client closed"
-        self._helo = ""
-        self._extended = False
-        self._sender: str | None = None  # the transaction: MAIL, RCPTs, the spool file of its body
-        self._smtputf8 = False
-        self._dsn = ("", "")  # RET and ENVID of the transaction's MAIL (RFC 3461)
-        self._recipients: list[Recipient] = []
-        self._mailboxes: set[str] = set()
-        self._spool: SpoolWriter | None = None
-        self._completer: HeaderCompleter | None = None  # submission: Date / Message-ID if missing
         self._handlers: dict[type[events.Event], Callable[[Any], Answer]] = {
             events.Ehlo: self._on_ehlo,
             events.Mail: self._on_mail,
@@ -104,8 +91,8 @@ class Session(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None  # the one wait under way (see _await_reply)
         self._tls: TlsUpgrade | None = None  # set while the STARTTLS handshake is under way
         # Made by connection_made, once the client's address is known (after any PROXY header):
-        self._rules: EnvelopeRules  # MAIL and RCPT decisions
         self._login: Login  # AUTH, and who logged in
+        self._mail: Transaction  # MAIL, RCPTs, the body in its spool file, the commit
 
     @property
     def _user(self) -> str | None:
@@ -139,12 +126,12 @@ class Session(asyncio.Protocol):
         )
         self._out.append(self._conn.send(replies.greeting(self._services.hostname)))
         self._flush()
-        self._deadlines.arm(receiving=self._receiving)
+        self._deadlines.arm(receiving=self._mail.receiving)
 
     def _meet_client(self) -> None:
         """The helpers that depend on who the client is."""
         services = self._services
-        self._rules = EnvelopeRules(
+        rules = EnvelopeRules(  # MAIL and RCPT decisions
             client_ip=self._client_ip,
             accounts=services.accounts,
             relay_networks=services.smtp.relay_networks,
@@ -158,6 +145,9 @@ class Session(asyncio.Protocol):
             log=services.log,
             session_id=self.session_id,
             client_ip=self._client_ip,
+        )
+        self._mail = Transaction(
+            services=services, rules=rules, session_id=self.session_id, client_ip=self._client_ip
         )
 
     def data_received(self, data: bytes) -> None:
@@ -181,15 +171,14 @@ class Session(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         self._deadlines.cancel()
-        if self._spool is not None and not self._busy:
-            self._spool.abort()
-            self._spool = None
+        if not self._busy:
+            self._mail.drop_body()
         if self._counted:
             self._services.limits.release(self._client_ip)
             self._services.maillog.disconnected(
                 session_id=self.session_id,
                 client=self._client_ip,
-                messages=self._messages,
+                messages=self._mail.messages,
                 reason=self._close_reason if exc is None else f"connection error: {exc}",
                 listener=self._listener,
                 bytes_in=self._bytes_in,
@@ -202,7 +191,7 @@ class Session(asyncio.Protocol):
     @property
     def idle(self) -> bool:
         """No transaction under way: closing now loses nothing the client could not simply retry."""
-        return not (self._busy or self._receiving or self._spool is not None or self._recipients)
+        return not (self._busy or self._mail.under_way)
 
     def request_shutdown(self) -> None:
         """Close when idle: now, or as soon as the current transaction has been answered."""
@@ -224,7 +213,7 @@ class Session(asyncio.Protocol):
             event = conn.next_event()
             if event is NEED_DATA:
                 self._flush()
-                self._deadlines.arm(receiving=self._receiving)
+                self._deadlines.arm(receiving=self._mail.receiving)
                 return
             if not isinstance(event, events.DataChunk):
                 self._deadlines.cancel()
@@ -281,46 +270,22 @@ class Session(asyncio.Protocol):
             self._transport.write(reply.to_bytes())
             self._transport.close()
 
-    # --- handlers: one per event ---------------------------------------------------------------------
-
-    def _reset_transaction(self) -> None:
-        self._sender = None
-        self._smtputf8 = False
-        self._dsn = ("", "")
-        self._recipients = []
-        self._mailboxes = set()
-        self._spool = None
-        self._completer = None
-
-    def _abort_transaction(self) -> None:
-        if self._spool is not None:
-            self._spool.abort()
-        self._receiving = False
-        self._reset_transaction()
+    # --- handlers: one per event (the transaction's own work in transaction.py) -------------------------
 
     def _on_ehlo(self, event: events.Ehlo) -> Reply:
-        self._abort_transaction()
-        self._helo = event.domain
-        self._extended = event.extended
+        self._mail.hello(event)
         return self._conn.default_reply(event)
 
     def _on_rset(self, event: events.Rset) -> Reply:
-        self._abort_transaction()
+        self._mail.abort()
         return self._conn.default_reply(event)
 
     def _on_mail(self, event: events.Mail) -> Reply:
-        self._abort_transaction()
-        self._rules.check_mail(event, user=self._user, helo=self._helo, messages=self._messages)
-        self._sender = "" if event.reverse_path is None else str(event.reverse_path)
-        self._smtputf8 = event.smtputf8
-        self._dsn = (event.ret or "", event.envid or "")
+        self._mail.mail(event, user=self._user)
         return self._conn.default_reply(event)
 
     def _on_rcpt(self, event: events.Rcpt) -> Reply:
-        for recipient in self._rules.recipients(event, user=self._user, sender=self._sender):
-            if recipient.mailbox not in self._mailboxes:  # one copy per mailbox, whatever the aliases (3.3)
-                self._mailboxes.add(recipient.mailbox)
-                self._recipients.append(recipient)
+        self._mail.rcpt(event, user=self._user)
         reply = self._conn.default_reply(event)
         self._services.maillog.recipient_accepted(
             session_id=self.session_id, rcpt=str(event.forward_path), reply=str(reply)
@@ -331,90 +296,35 @@ class Session(asyncio.Protocol):
         self._services.maillog.rejected(
             session_id=self.session_id, command="", argument="", reply=str(event.reply), reason=event.reason
         )
-        if event.reply.code == 421 or self._spool is None:
-            return event.reply
-        # A refused BDAT or DATA sequence: nothing of this transaction's body may survive.
-        self._spool.abort()
-        self._spool = None
-        self._receiving = False
+        if event.reply.code != 421:  # a refused BDAT or DATA sequence: nothing of its body may survive
+            self._mail.drop_body()
         return event.reply
 
     def _on_data(self, event: events.Data) -> Reply:
-        self._open_spool()
-        self._receiving = True
+        self._mail.data(tls=self._conn.tls_active, user=self._user)
         return self._conn.default_reply(event)
 
     def _on_bdat(self, event: events.Bdat) -> None:
-        if self._recipients and self._spool is None:
-            self._open_spool()
-        self._receiving = True
+        self._mail.bdat(tls=self._conn.tls_active, user=self._user)
 
     def _on_data_chunk(self, event: events.DataChunk) -> None:
-        if self._completer is not None:
-            self._completer.feed(event.data)
-        elif self._spool is not None:
-            self._spool.write(event.data)
-
-    def _open_spool(self) -> None:
-        services = self._services
-        try:
-            spool = services.queue.open_spool(sender=self._sender, recipients=self._recipients)
-        except OSError as exc:
-            raise SmtpError(replies.INSUFFICIENT_STORAGE, reason=f"cannot open a spool file: {exc}") from exc
-        protocol = protocol_name(
-            extended=self._extended,
-            tls=self._conn.tls_active,
-            authenticated=self._user is not None,
-            smtputf8=self._smtputf8,
-        )
-        spool.write(
-            received_header(
-                helo=self._helo,
-                client_ip=self._client_ip,
-                hostname=services.hostname,
-                queue_id=spool.queue_id,
-                protocol=protocol,
-                recipient=self._recipients[0].address if len(self._recipients) == 1 else None,
-                now=services.clock(),
-            )
-        )
-        if services.require_auth:  # RFC 6409 8: complete what mail clients leave out
-            self._completer = HeaderCompleter(
-                write=spool.write, hostname=services.hostname, unique=spool.queue_id, now=services.clock()
-            )
-        self._spool = spool
+        self._mail.write(event.data)
 
     def _on_chunk_end(self, event: events.EndOfChunk) -> Reply:
         if event.problem is not None:
-            self._abort_transaction()
+            self._mail.abort()
             return event.problem
         return self._conn.default_reply(event)
 
     # --- end of a message: the group commit ------------------------------------------------------
 
     def _finish_message(self, event: events.EndOfData | events.EndOfChunk) -> None:
-        self._receiving = False
-        spool = self._spool
-        if event.problem is not None or spool is None or self._sender is None:
-            reply = event.problem or replies.BAD_SEQUENCE
-            self._services.maillog.message_refused(
-                session_id=self.session_id, sender=self._sender or "", reply=str(reply), reason="content"
-            )
-            self._abort_transaction()
-            self._send(reply)
+        outcome = self._mail.finish(event, user=self._user)
+        if isinstance(outcome, Reply):  # refused: the transaction is gone
+            self._send(outcome)
             self._after_transaction()
-            return
-        if self._completer is not None:
-            self._completer.finish()
-        envelope = Envelope(
-            sender=self._sender,
-            recipients=tuple(self._recipients),
-            client_ip=self._client_ip,
-            helo=self._helo,
-            ret=self._dsn[0],
-            envid=self._dsn[1],
-        )
-        self._await_reply(self._commit(spool, envelope))
+        else:
+            self._await_reply(outcome)
 
     def _await_reply(self, waiting: Coroutine[Any, Any, Reply | None]) -> None:
         """Stop reading, wait for ``waiting`` (off the protocol's turn), send its reply, go on."""
@@ -438,48 +348,6 @@ class Session(asyncio.Protocol):
         if self._transport is not None and not self._closing:
             self._transport.resume_reading()
         self._after_transaction()
-
-    async def _commit(self, spool: SpoolWriter, envelope: Envelope) -> Reply:
-        refusal = await self._authenticate_sender(spool, envelope)
-        if refusal is not None:
-            spool.abort()
-            self._spool = None
-            self._reset_transaction()
-            return refusal
-        try:
-            queue_id = await self._services.queue.commit(spool, envelope)
-        except QueueError as exc:
-            reply = replies.QUEUE_UNAVAILABLE
-            self._services.maillog.message_refused(
-                session_id=self.session_id, sender=envelope.sender, reply=str(reply), reason=str(exc)
-            )
-        except Exception as exc:
-            self._services.log.failure("session.commit_error", exc, session_id=self.session_id)
-            reply = replies.LOCAL_ERROR
-        else:
-            reply = replies.queued(queue_id)
-            self._messages += 1
-            if self._services.rate_limits is not None:  # bytes per hour per user
-                self._services.rate_limits.accepted(user=self._user, size=spool.size)
-            self._services.maillog.queued(
-                queue_id=queue_id,
-                session_id=self.session_id,
-                sender=envelope.sender,
-                recipients=len(envelope.recipients),
-                size=spool.size,
-                client=self._client_ip,
-            )
-        self._spool = None
-        self._reset_transaction()
-        return reply
-
-    async def _authenticate_sender(self, spool: SpoolWriter, envelope: Envelope) -> Reply | None:
-        """SPF, DKIM, DMARC (MX listener; not for our own users, relay_networks and exempt_networks): a
-        refusal, or None once the Authentication-Results header is on top of the message (message_auth.py)."""
-        sender_auth = self._services.sender_auth
-        if sender_auth is None or self._rules.may_relay(self._user) or sender_auth.exempt(self._client_ip):
-            return None
-        return await authenticate_message(self._services, spool, envelope, session_id=self.session_id)
 
     def _after_transaction(self) -> None:
         if self._shutdown_requested and not self._closing:
