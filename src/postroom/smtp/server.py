@@ -1,7 +1,9 @@
 """Server-side SMTP as a sans-I/O state machine: ``receive_data`` bytes, ``next_event``, ``send`` a reply.
 
-It frames command lines, checks their sequence against ``states.py``, parses them with ``grammar.py`` and
-reads message bodies with ``data.py``. It decides nothing about policy, and never touches a socket or clock.
+It frames command lines and hands them to ``commands.py`` (the per-verb rules, which check the sequence
+against ``states.py`` and parse with ``grammar.py``), reads message bodies with ``data.py``, checks and
+applies replies with ``server_replies.py`` and ``states.py``, and counts errors. Its settings are
+``server_settings.py``'s. It decides nothing about policy, and never touches a socket or clock.
 
 Contract for the driver (the session):
 
@@ -20,11 +22,8 @@ Contract for the driver (the session):
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
-
 from postroom.smtp import replies
+from postroom.smtp.commands import Conversation, decode_command, parse_command
 from postroom.smtp.data import ChunkReader, DotReader
 from postroom.smtp.errors import LocalProtocolError, RemoteProtocolError
 from postroom.smtp.events import (
@@ -49,7 +48,9 @@ from postroom.smtp.events import (
     StartTls,
     Vrfy,
 )
-from postroom.smtp.grammar import parse_auth, parse_bdat, parse_helo, parse_mail, parse_rcpt
+from postroom.smtp.grammar import parse_bdat
+from postroom.smtp.server_replies import check_reply, counts_as_error, default_reply, ehlo_keywords
+from postroom.smtp.server_settings import ServerSettings
 from postroom.smtp.states import (
     SEQUENCE_ERRORS,
     TRANSACTION_STATES,
@@ -57,28 +58,9 @@ from postroom.smtp.states import (
     Step,
     next_state,
 )
-from postroom.smtp.types import Reply, Status
+from postroom.smtp.types import Reply
 
 __all__ = ["ServerConnection", "ServerSettings", "ServerState"]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ServerSettings:
-    """What one listener offers and the limits it enforces."""
-
-    hostname: str
-    max_message_size: int = 52_428_800  # advertised as "SIZE n" (RFC 1870); 0 = unlimited
-    max_command_line: int = 512  # octets with CRLF (RFC 5321 4.5.3.1.4)
-    max_param_line: int = 2048  # MAIL, RCPT and AUTH lines, whose extensions raise the limit (4.5.3.1.4)
-    max_recipients: int = 1000  # RFC 5321 4.5.3.1.8 asks for at least 100
-    max_errors: int = 10
-    long_lines: Literal["reject", "accept"] = "reject"  # DATA lines over 1000 octets (4.5.3.1.6)
-    bare_line_endings: Literal["reject", "normalize"] = "reject"  # bare CR / LF in DATA
-    starttls: bool = False
-    auth_mechanisms: tuple[str, ...] = ()  # offered once TLS is active, or always with auth_without_tls
-    auth_without_tls: bool = False
-    chunking: bool = True  # CHUNKING + BINARYMIME (RFC 3030)
-    implicit_tls: bool = False  # the connection is TLS from its first byte (RFC 8314 port 465)
 
 
 _STEPS: dict[type[Event], Step] = {
@@ -86,16 +68,10 @@ _STEPS: dict[type[Event], Step] = {
     Quit: Step.QUIT, Vrfy: Step.VRFY, Help: Step.HELP, StartTls: Step.STARTTLS, Auth: Step.AUTH,
     EndOfData: Step.END_OF_DATA,
 }  # fmt: skip
-_DEFAULT_REPLIES: dict[type[Event], Reply] = {
-    Mail: replies.SENDER_OK, Rcpt: replies.RECIPIENT_OK, Data: replies.START_DATA, Rset: replies.RESET_OK,
-    Noop: replies.NOOP_OK, Vrfy: replies.VRFY_CANNOT, Help: replies.HELP, StartTls: replies.START_TLS_READY,
-}  # fmt: skip
 # Requests from web browsers and proxies sent to an SMTP port (cross-protocol attacks): answer and hang up.
 _HTTP_VERBS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "CONNECT", "TRACE", "PATCH"})
 _LONG_VERBS = (b"MAIL ", b"RCPT ", b"AUTH ")
 _SASL_LINE = 12_288 + 2  # RFC 4954 4: a SASL response line may be 12,288 octets (+ CRLF)
-_TOO_MANY_RECIPIENTS = Status(4, 5, 3)
-_POLICY_TEMPORARY = Status(4, 7, 1)
 
 
 def _misuse(reason: str) -> LocalProtocolError:
@@ -107,8 +83,8 @@ class ServerConnection:
 
     __slots__ = (
         "_authenticated", "_buffer", "_chunk", "_closes_after_reply", "_data_ended", "_dot", "_errors",
-        "_extended", "_handlers", "_mail", "_message_size", "_pending", "_recipients", "_sasl",
-        "_settings", "_skipping_line", "_state", "_tls",
+        "_extended", "_mail", "_message_size", "_pending", "_recipients", "_sasl", "_settings",
+        "_skipping_line", "_state", "_tls",
     )  # fmt: skip
 
     def __init__(self, *, settings: ServerSettings) -> None:
@@ -129,12 +105,6 @@ class ServerConnection:
         self._mail: Mail | None = None  # the transaction's accepted MAIL
         self._recipients = 0
         self._message_size = 0  # octets received in this transaction's BDAT chunks
-        self._handlers: dict[str, Callable[[str], Event | NeedData]] = {
-            "EHLO": self._on_ehlo, "HELO": self._on_helo, "MAIL": self._on_mail, "RCPT": self._on_rcpt,
-            "DATA": self._on_data, "BDAT": self._on_bdat, "RSET": self._on_rset, "NOOP": self._on_noop,
-            "QUIT": self._on_quit, "VRFY": self._on_vrfy, "HELP": self._on_help, "EXPN": self._on_expn,
-            "STARTTLS": self._on_starttls, "AUTH": self._on_auth,
-        }  # fmt: skip
 
     # --- public state ---------------------------------------------------------------------------------
 
@@ -157,16 +127,7 @@ class ServerConnection:
 
     def ehlo_keywords(self) -> list[str]:
         """The extensions offered in the EHLO reply, in the order they are listed (RFC 5321 4.1.1.1)."""
-        size = self._settings.max_message_size
-        keywords = ["PIPELINING", f"SIZE {size}" if size else "SIZE", "8BITMIME", "SMTPUTF8"]
-        keywords += ["ENHANCEDSTATUSCODES", "DSN"]  # DSN: RFC 3461
-        if self._settings.chunking:
-            keywords += ["CHUNKING", "BINARYMIME"]
-        if self._settings.starttls and not self._tls:
-            keywords.append("STARTTLS")
-        if self._auth_offered():
-            keywords.append("AUTH " + " ".join(self._settings.auth_mechanisms))
-        return keywords
+        return ehlo_keywords(self._settings, tls=self._tls)
 
     # --- the three verbs --------------------------------------------------------------------------------
 
@@ -218,12 +179,12 @@ class ServerConnection:
                 raise _misuse("send() with no event to answer")
             self._enter(ServerState.CLOSED)
             return reply.to_bytes()
-        self._check_reply(event, reply)
+        check_reply(event, reply)
         self._pending = None
         self._sasl = reply.code == 334  # RFC 4954 4: the next line is the client's response, not a command
         if self._sasl:
             return reply.to_bytes()
-        if self._counts_as_error(event, reply):
+        if counts_as_error(event, reply):
             self._errors += 1
             if self._errors > self._settings.max_errors:
                 reply = replies.TOO_MANY_ERRORS
@@ -236,21 +197,7 @@ class ServerConnection:
     def default_reply(self, event: Event) -> Reply:
         """The standard positive reply to ``event`` (a CommandError's own reply). End of a message has none:
         only the queue can say "queued as"."""
-        if isinstance(event, Ehlo):
-            name = self._settings.hostname
-            if event.extended:
-                return replies.ehlo_ok(name, event.domain, self.ehlo_keywords())
-            return replies.helo_ok(name, event.domain)
-        if isinstance(event, CommandError):
-            return event.reply
-        if isinstance(event, Quit):
-            return replies.closing(self._settings.hostname)
-        if isinstance(event, EndOfChunk) and not event.last:
-            return event.problem or replies.CHUNK_OK
-        reply = _DEFAULT_REPLIES.get(type(event))
-        if reply is None:
-            raise _misuse(f"no default reply for {type(event).__name__}")
-        return reply
+        return default_reply(event, self._settings, tls=self._tls)
 
     def tls_started(self) -> None:
         """The TLS handshake after STARTTLS finished: the client starts over with EHLO (RFC 3207 4.2)."""
@@ -273,25 +220,6 @@ class ServerConnection:
         else:
             raise _misuse(f"a greeting must be 220, 554 or 421, not {reply.code}")
         return reply.to_bytes()
-
-    @staticmethod
-    def _check_reply(event: Event, reply: Reply) -> None:
-        if reply.code == 334 and not isinstance(event, Auth | AuthResponse):
-            raise _misuse("334 answers AUTH and SASL responses only")
-        if (reply.code == 354) != (isinstance(event, Data) and reply.is_positive):
-            raise _misuse("354 answers DATA, and only 354 accepts it")
-        if reply.code == 221 and not isinstance(event, Quit):
-            raise _misuse("221 answers QUIT only")
-        if reply.is_positive and isinstance(event, CommandError):
-            raise _misuse("a CommandError cannot be answered positively")
-
-    @staticmethod
-    def _counts_as_error(event: Event, reply: Reply) -> bool:
-        if reply.is_positive or reply.code == 421 or isinstance(event, (EndOfData, EndOfChunk)):
-            return False
-        if reply.code == 451 and reply.status == _POLICY_TEMPORARY:
-            return False  # greylisting, hourly rates: a verdict on the sender that retrying may lift
-        return not (reply.code == 452 and reply.status == _TOO_MANY_RECIPIENTS)
 
     def _advance(self, event: Event, reply: Reply) -> None:
         if isinstance(event, EndOfChunk):
@@ -382,23 +310,16 @@ class ServerConnection:
             return NEED_DATA
         if isinstance(line, Reply):
             return CommandError(line, reason="malformed command line")
-        if b"\0" in line:
-            return CommandError(replies.NUL_IN_COMMAND, reason="NUL in command line")
-        if b"\r" in line:
-            return CommandError(replies.BARE_LF_IN_COMMAND, reason="bare CR in command line")
+        command = decode_command(line)
+        if isinstance(command, CommandError):
+            return command
+        verb, args = command
+        if verb in _HTTP_VERBS or verb.endswith(":"):
+            return self._closing_error(replies.HTTP_COMMAND, "HTTP request on the SMTP port")
         try:
-            text = line.decode("ascii") if line.isascii() else line.decode("utf-8")
-        except UnicodeDecodeError:
-            return CommandError(replies.NON_ASCII_COMMAND, reason="command line is not UTF-8")
-        verb, _, args = text.partition(" ")
-        verb = verb.upper()
-        handler = self._handlers.get(verb) if verb.isascii() else None
-        if handler is None:
-            if verb in _HTTP_VERBS or verb.endswith(":"):
-                return self._closing_error(replies.HTTP_COMMAND, "HTTP request on the SMTP port")
-            return CommandError(replies.SYNTAX_ERROR, reason="unknown command")
-        try:
-            return handler(args)
+            if verb == "BDAT":
+                return self._on_bdat(args)
+            return parse_command(verb, args, self._conversation())
         except RemoteProtocolError as error:
             return CommandError(error.reply, reason=error.reason)
 
@@ -449,58 +370,11 @@ class ServerConnection:
         self._closes_after_reply = True
         return CommandError(reply, reason=reason)
 
-    def _refusal(self, step: Step) -> CommandError | None:
-        reply = SEQUENCE_ERRORS.get(self._state, {}).get(step)
-        return None if reply is None else CommandError(reply, reason=f"{step.name} out of sequence")
-
-    def _auth_offered(self) -> bool:
-        settings = self._settings
-        return bool(settings.auth_mechanisms) and (self._tls or settings.auth_without_tls)
-
-    # --- one handler per verb ---------------------------------------------------------------------------
-
-    def _on_ehlo(self, args: str) -> Event:
-        return self._refusal(Step.EHLO) or parse_helo(args, extended=True)
-
-    def _on_helo(self, args: str) -> Event:
-        return self._refusal(Step.EHLO) or parse_helo(args, extended=False)
-
-    def _on_mail(self, args: str) -> Event:
-        refusal = self._refusal(Step.MAIL)
-        if refusal is not None:
-            return refusal
-        mail = parse_mail(args)
-        limit = self._settings.max_message_size
-        if mail.params and not self._extended:  # RFC 5321 4.1.1.11 / 2.2.1: parameters need EHLO
-            return CommandError(replies.UNKNOWN_PARAMETER, reason="MAIL parameters after HELO")
-        if mail.size is not None and limit and mail.size > limit:  # RFC 1870 6.1
-            return CommandError(replies.MESSAGE_TOO_BIG, reason=f"declared SIZE {mail.size} over {limit}")
-        if mail.body == "BINARYMIME" and not self._settings.chunking:
-            return CommandError(replies.BAD_BODY_PARAMETER, reason="BINARYMIME without CHUNKING")
-        if not args.isascii() and not mail.smtputf8:  # RFC 6531 3.4
-            return CommandError(replies.SMTPUTF8_REQUIRED, reason="UTF-8 in MAIL without SMTPUTF8")
-        return mail
-
-    def _on_rcpt(self, args: str) -> Event:
-        refusal = self._refusal(Step.RCPT)
-        if refusal is not None:
-            return refusal
-        if self._recipients >= self._settings.max_recipients:  # RFC 5321 4.5.3.1.10
-            return CommandError(replies.TOO_MANY_RECIPIENTS, reason="recipient limit reached")
-        rcpt = parse_rcpt(args)
-        if not args.isascii() and not (self._mail is not None and self._mail.smtputf8):
-            return CommandError(replies.SMTPUTF8_REQUIRED, reason="UTF-8 in RCPT without SMTPUTF8")
-        return rcpt
-
-    def _on_data(self, args: str) -> Event:
-        refusal = self._refusal(Step.DATA)
-        if refusal is not None:
-            return refusal
-        if args.strip(" "):
-            return CommandError(replies.NO_ARGUMENTS_ALLOWED, reason="DATA with arguments")
-        if self._mail is not None and self._mail.body == "BINARYMIME":  # RFC 3030 3
-            return CommandError(replies.BINARYMIME_NEEDS_BDAT, reason="DATA after BODY=BINARYMIME")
-        return Data()
+    def _conversation(self) -> Conversation:
+        return Conversation(
+            settings=self._settings, state=self._state, tls=self._tls, extended=self._extended,
+            authenticated=self._authenticated, mail=self._mail, recipients=self._recipients,
+        )  # fmt: skip
 
     def _on_bdat(self, args: str) -> Event | NeedData:
         try:
@@ -515,58 +389,3 @@ class ServerConnection:
             return self._next_chunk_event()
         self._enter(next_state(self._state, Step.BDAT, accepted=True))
         return bdat
-
-    def _on_rset(self, args: str) -> Event:
-        if args.strip(" "):
-            return CommandError(replies.NO_ARGUMENTS_ALLOWED, reason="RSET with arguments")
-        return self._refusal(Step.RSET) or Rset()
-
-    def _on_noop(self, args: str) -> Event:
-        return self._refusal(Step.NOOP) or Noop()  # RFC 5321 4.1.1.9: the argument is ignored
-
-    def _on_quit(self, args: str) -> Event:
-        if args.strip(" "):
-            return CommandError(replies.NO_ARGUMENTS_ALLOWED, reason="QUIT with arguments")
-        return Quit()
-
-    def _on_vrfy(self, args: str) -> Event:
-        refusal = self._refusal(Step.VRFY)
-        if refusal is not None:
-            return refusal
-        argument = args.strip(" ")
-        if not argument:
-            return CommandError(replies.PARAMETER_SYNTAX, reason="VRFY without an argument")
-        return Vrfy(argument)
-
-    def _on_help(self, args: str) -> Event:
-        return self._refusal(Step.HELP) or Help(args.strip(" ") or None)
-
-    def _on_expn(self, args: str) -> Event:
-        return CommandError(replies.NOT_IMPLEMENTED, reason="EXPN is not offered")
-
-    def _on_starttls(self, args: str) -> Event:
-        if not self._settings.starttls:
-            return CommandError(replies.NOT_IMPLEMENTED, reason="STARTTLS is not offered")
-        if self._tls:
-            return CommandError(replies.BAD_SEQUENCE, reason="TLS is already active")
-        refusal = self._refusal(Step.STARTTLS)
-        if refusal is not None:
-            return refusal
-        if args.strip(" "):  # RFC 3207 4: 501 Syntax error (no parameters allowed)
-            return CommandError(replies.NO_ARGUMENTS_ALLOWED, reason="STARTTLS with arguments")
-        return StartTls()
-
-    def _on_auth(self, args: str) -> Event:
-        if not self._settings.auth_mechanisms:
-            return CommandError(replies.NOT_IMPLEMENTED, reason="AUTH is not offered")
-        if not self._auth_offered():  # RFC 4954 4 / RFC 3207 6: no plaintext passwords
-            return CommandError(replies.ENCRYPTION_REQUIRED, reason="AUTH before STARTTLS")
-        refusal = self._refusal(Step.AUTH)
-        if refusal is not None:
-            return refusal
-        if self._authenticated:  # RFC 4954 4: once authenticated, AUTH may not be repeated
-            return CommandError(replies.ALREADY_AUTHENTICATED, reason="AUTH after successful AUTH")
-        auth = parse_auth(args)
-        if auth.mechanism not in (mechanism.upper() for mechanism in self._settings.auth_mechanisms):
-            return CommandError(replies.AUTH_MECHANISM_UNKNOWN, reason=f"mechanism {auth.mechanism}")
-        return auth

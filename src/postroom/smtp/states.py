@@ -8,7 +8,7 @@ Two rules, as in h11's ``_state.py``:
    states up here; it never assigns a state that a table does not name (the two exceptions, stated once: any
    421 reply and end of input move to CLOSED from anywhere, RFC 5321 3.8).
 2. This file does not know about bytes, grammar or settings. Which extensions are offered, and what a command
-   line means, is ``server.py``'s and ``grammar.py``'s business.
+   line means, is ``server.py``'s, ``commands.py``'s and ``grammar.py``'s business.
 
 A server conversation is a sequence of *steps*: the greeting, then one client command or one piece of message
 data at a time. Every step that needs a reply moves the state when the reply is *sent*, and where it moves
