@@ -42,11 +42,12 @@ async def main(root):
 asyncio.run(main(Path(sys.argv[1])))
 """
 
+# strace pads the pid column (so short pids are followed by several spaces).
 # strace -y lines: "1234 pwrite64(5</x/db-wal>, ...", "1234 unlink("/x/queue/spool/<id>") = 0",
 # and, for calls another thread interrupted, "1234 fsync(5</x/db-wal> <unfinished ...>" then
 # "1234 <... fsync resumed>) = 0".
-_CALL = re.compile(r"^(\d+) (\w+)\((?:\d+<([^>]*)>|\"([^\"]*)\"|AT_FDCWD, \"([^\"]*)\")?")
-_RESUMED = re.compile(r"^(\d+) <\.\.\. (\w+) resumed>")
+_CALL = re.compile(r"^(\d+) +(\w+)\((?:\d+<([^>]*)>|\"([^\"]*)\"|AT_FDCWD, \"([^\"]*)\")?")
+_RESUMED = re.compile(r"^(\d+) +<\.\.\. (\w+) resumed>")
 _WRITES = {"pwrite64", "write", "pwritev", "writev"}
 _SYNCS = {"fsync", "fdatasync"}
 
