@@ -4,7 +4,6 @@ runs. Messages are queued by a real Queue (or by a real server over SMTP)."""
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import os
 import pty
@@ -20,9 +19,8 @@ import pytest
 from postroom.app import open_accounts
 from postroom.cli.queue import format_age
 from postroom.config import Config
-from postroom.observe.log import Logger
-from postroom.queue import Envelope, Outcome, Queue, Recipient
-from tests.helpers.server import serve_process, wait_for, write_config
+from postroom.queue import Envelope, Outcome, Recipient
+from tests.helpers.server import quiet_queue, serve_process, wait_for, write_config
 
 BODY = b"Subject: quarterly report\r\nFrom: sender@example.test\r\n\r\nthe secret body\r\n"
 UNKNOWN = "0006123456789abc"
@@ -55,12 +53,7 @@ def fill_queue(
     recipient can be given a failed attempt. Returns the queue ids."""
 
     async def run() -> list[str]:
-        queue = Queue(
-            settings=config.queue,
-            queue_dir=config.queue_dir,
-            database_path=config.database_path,
-            log=Logger(stream=io.StringIO()),
-        )
+        queue = quiet_queue(config)
         await queue.start()
         try:
             ids = []

@@ -20,6 +20,7 @@ from typing import Any
 from postroom.app import App, running_app
 from postroom.config import Config, parse_config
 from postroom.observe.log import Logger
+from postroom.queue import Queue
 
 
 def _config_data(tmp_path: Path, sections: dict[str, Any]) -> dict[str, Any]:
@@ -46,6 +47,16 @@ def _config_data(tmp_path: Path, sections: dict[str, Any]) -> dict[str, Any]:
         else:
             data[name] = values
     return data
+
+
+def quiet_queue(config: Config) -> Queue:
+    """The Queue of ``config``'s data folder, as a server would open it, logging nowhere (start it)."""
+    return Queue(
+        settings=config.queue,
+        queue_dir=config.queue_dir,
+        database_path=config.database_path,
+        log=Logger(stream=io.StringIO()),
+    )
 
 
 def make_config(tmp_path: Path, **sections: Any) -> Config:

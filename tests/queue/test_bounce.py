@@ -4,18 +4,16 @@ bounce path (queued from <> with the original headers), a recipient being delive
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from tests.helpers.server import make_config
+from tests.helpers.server import make_config, quiet_queue
 
 from postroom.config import Config
-from postroom.observe.log import Logger
-from postroom.queue import Envelope, Queue, Recipient
+from postroom.queue import Envelope, Recipient
 from postroom.queue.admin import Selection, open_queue_admin
 
 BODY = b"Subject: stuck report\r\nFrom: alice@postroom.test\r\n\r\nbody\r\n"
@@ -36,12 +34,7 @@ def queue_messages(config: Config, *envelopes: Envelope, claim: tuple[int, int] 
     a delivery under way."""
 
     async def run() -> list[str]:
-        queue = Queue(
-            settings=config.queue,
-            queue_dir=config.queue_dir,
-            database_path=config.database_path,
-            log=Logger(stream=io.StringIO()),
-        )
+        queue = quiet_queue(config)
         await queue.start()
         try:
             ids = []

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.helpers.peers import needs
 
 import postroom
 from postroom.config.schema import QueueSettings
@@ -79,7 +80,7 @@ def _unsynced_wal_at_unlink(trace: str, spool_file: str) -> list[bool]:
     return found
 
 
-@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace to watch the system calls")
+@needs("strace")
 def test_spool_file_is_unlinked_only_after_the_wal_holding_its_removal_is_fsynced(tmp_path: Path) -> None:
     trace_file = tmp_path / "trace"
     env = {**os.environ, "PYTHONPATH": str(Path(postroom.__file__).parents[1])}

@@ -4,8 +4,6 @@ greylisting, DSN parameters (server/envelope.py)."""
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -19,22 +17,9 @@ from postroom.server.envelope import EnvelopeRules
 from postroom.smtp import events, replies
 from postroom.smtp.errors import SmtpError
 from postroom.smtp.types import Address
-from postroom.store.sqlite import open_database
 from tests.helpers.fakes import FakeClock
 
 TRUSTED = (ipaddress.ip_network("10.0.0.0/8"),)
-
-
-@pytest.fixture
-def accounts(tmp_path: Path) -> Iterator[Accounts]:
-    db = open_database(tmp_path / "accounts.db")
-    accounts = Accounts(db=db, domains=["example.test"])
-    accounts.add_mailbox("alice@example.test")
-    accounts.add_mailbox("bob@example.test")
-    accounts.add_alias("team@example.test", "alice@example.test")
-    accounts.add_alias("team@example.test", "bob@example.test")
-    yield accounts
-    db.close()
 
 
 def _rules(accounts: Accounts, client_ip: str = "192.0.2.1", **options: object) -> EnvelopeRules:

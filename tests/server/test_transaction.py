@@ -4,7 +4,7 @@ reply, and the ways a transaction ends without one (server/transaction.py)."""
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,22 +21,9 @@ from postroom.server.transaction import Transaction
 from postroom.smtp import events, replies
 from postroom.smtp.server import ServerSettings
 from postroom.smtp.types import Address, Reply
-from postroom.store.sqlite import open_database
 from tests.helpers.fakes import FakeClock, Records
 
 CLIENT = "192.0.2.7"
-
-
-@pytest.fixture
-def accounts(tmp_path: Path) -> Iterator[Accounts]:
-    db = open_database(tmp_path / "accounts.db")
-    accounts = Accounts(db=db, domains=["example.test"])
-    accounts.add_mailbox("alice@example.test")
-    accounts.add_mailbox("bob@example.test")
-    accounts.add_alias("team@example.test", "alice@example.test")
-    accounts.add_alias("team@example.test", "bob@example.test")
-    yield accounts
-    db.close()
 
 
 @pytest.fixture

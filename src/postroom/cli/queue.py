@@ -260,19 +260,20 @@ def _retry(selection: Selection, config: Config) -> int:
 
 @_refusals
 def hold_command(args: argparse.Namespace, config: Config) -> int:
-    selection = _selection(args)
-    with _admin(config, changing="messages held") as admin:
-        count = admin.hold(selection)
-    print(f"held {_count(count, 'message')}{_unchanged(selection, count, 'held')}")
-    return 0
+    return _set_held(args, config, held=True)
 
 
 @_refusals
 def release_command(args: argparse.Namespace, config: Config) -> int:
+    return _set_held(args, config, held=False)
+
+
+def _set_held(args: argparse.Namespace, config: Config, *, held: bool) -> int:
     selection = _selection(args)
-    with _admin(config, changing="messages released") as admin:
-        count = admin.release(selection)
-    print(f"released {_count(count, 'message')}{_unchanged(selection, count, 'active')}")
+    verb, status = ("held", "held") if held else ("released", "active")
+    with _admin(config, changing=f"messages {verb}") as admin:
+        count = admin.hold(selection) if held else admin.release(selection)
+    print(f"{verb} {_count(count, 'message')}{_unchanged(selection, count, status)}")
     return 0
 
 
