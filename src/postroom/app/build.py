@@ -18,7 +18,7 @@ from postroom.auth.authenticator import Authenticator
 from postroom.auth.passwords import verify_password
 from postroom.auth.sasl import MECHANISMS
 from postroom.config.load import ConfigError
-from postroom.config.schema import Config
+from postroom.config.schema import Config, ListenAddress
 from postroom.delivery.dkim_keys import DkimKeys
 from postroom.delivery.mta_sts import MtaSts
 from postroom.dns import Resolver
@@ -43,6 +43,7 @@ __all__ = [
     "admin_server",
     "deliverability_checks",
     "front_doors",
+    "listen_addresses",
     "listeners",
     "mta_sts",
     "open_accounts",
@@ -114,8 +115,10 @@ def listeners(
     mx_sender_auth: SenderAuth | None,
     clock: Callable[[], float],
     log: Logger,
+    workers: int = 1,
 ) -> list[SmtpListener]:
-    """The three SMTP listeners (not started): MX, submission (STARTTLS + AUTH), implicit TLS submission."""
+    """The three SMTP listeners (not started): MX, submission (STARTTLS + AUTH), implicit TLS submission.
+    With several ``workers`` each one's connection caps are its share of [smtp]'s (server/limits.py)."""
     smtp = config.smtp
     common = SessionServices(
         hostname=config.hostname,
@@ -131,7 +134,9 @@ def listeners(
         smtp=smtp,
         queue=queue,
         accounts=accounts,
-        limits=ConnectionLimits(max_total=smtp.max_connections, max_per_ip=smtp.max_connections_per_ip),
+        limits=ConnectionLimits(
+            max_total=smtp.max_connections, max_per_ip=smtp.max_connections_per_ip, shares=workers
+        ),
         maillog=MailLog(log.bind(room="smtp")),
         log=log.bind(room="smtp"),
         clock=clock,
@@ -149,17 +154,27 @@ def listeners(
         protocol=dataclasses.replace(submission.protocol, starttls=False, implicit_tls=True),
         tls_context=None,
     )
+    addresses = listen_addresses(config)
     return [
         SmtpListener(
             name="smtp",
-            addresses=smtp.listen,
+            addresses=addresses["smtp"],
             services=dataclasses.replace(common, sender_auth=mx_sender_auth),
         ),
-        SmtpListener(name="submission", addresses=config.submission.listen, services=submission),
+        SmtpListener(name="submission", addresses=addresses["submission"], services=submission),
         SmtpListener(
-            name="submissions", addresses=config.submissions.listen, services=implicit, implicit_tls=tls
+            name="submissions", addresses=addresses["submissions"], services=implicit, implicit_tls=tls
         ),
     ]
+
+
+def listen_addresses(config: Config) -> dict[str, tuple[ListenAddress, ...]]:
+    """Each SMTP listener's name and the addresses it binds."""
+    return {
+        "smtp": config.smtp.listen,
+        "submission": config.submission.listen,
+        "submissions": config.submissions.listen,
+    }
 
 
 def front_doors(

@@ -13,6 +13,7 @@ from typing import Any
 from postroom.admin.http import AdminServer
 from postroom.app import build
 from postroom.app.reload import reload
+from postroom.app.seat import Seat
 from postroom.auth.authenticator import Authenticator
 from postroom.auth.throttle import LoginThrottle, ThrottleSettings
 from postroom.config.schema import Config
@@ -45,6 +46,7 @@ class App:
     clock: Callable[[], float] = time.time
     listeners: list[SmtpListener] = field(default_factory=list)
     config_loader: Callable[[], Config] | None = None  # SIGHUP reads the config file again with it; None: no
+    seat: Seat | None = None  # one of several worker processes (app/workers.py); None: the only process
 
     def __post_init__(self) -> None:
         config = self.config
@@ -56,6 +58,7 @@ class App:
             database_path=config.database_path,
             clock=self.clock,
             log=self.log.bind(room="queue"),
+            id_slot=self.seat.id_slot if self.seat is not None else 0,
         )
         delivery_log = self.log.bind(room="delivery")
         self.dkim_signer = DkimSigner(
@@ -166,12 +169,13 @@ class App:
             mx_sender_auth=self.sender_auth(),
             clock=self.clock,
             log=self.log,
+            workers=self.seat.count if self.seat is not None else 1,
         )
         self.open_front_doors()
         for listener in self.listeners:
-            await listener.start()
+            await listener.start(self.seat.sockets.get(listener.name, ()) if self.seat is not None else None)
         await self.scheduler.start()
-        if config.admin.listen:
+        if config.admin.listen and (self.seat is None or self.seat.serves_admin):
             self.admin = build.admin_server(
                 config, clock=self.clock, log=self.log, checks=self._deliverability_checks
             )

@@ -7,26 +7,33 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 
 from postroom.app.root import App
+from postroom.app.seat import Seat
 from postroom.config.schema import Config
 from postroom.observe.log import Logger
 
-__all__ = ["LISTEN_FILE", "running_app", "serve_forever"]
+__all__ = ["LISTEN_FILE", "running_app", "serve_forever", "server_files"]
 
 LISTEN_FILE = "postroom.listen"
+PID_FILE = "postroom.pid"
 
 
 @contextlib.asynccontextmanager
 async def running_app(
-    config: Config, *, log: Logger | None = None, config_loader: Callable[[], Config] | None = None
+    config: Config,
+    *,
+    log: Logger | None = None,
+    config_loader: Callable[[], Config] | None = None,
+    seat: Seat | None = None,
 ) -> AsyncIterator[App]:
     """Start an App and yield it once every listener is bound; stop it on the way out."""
     app = App(
         config=config,
         log=log or Logger(level=config.log.level, fmt=config.log.format),
         config_loader=config_loader,
+        seat=seat,
     )
     await app.start()
     try:
@@ -41,30 +48,42 @@ async def serve_forever(
     log: Logger,
     on_ready: Callable[[App], None],
     config_loader: Callable[[], Config] | None = None,
+    seat: Seat | None = None,
 ) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully; SIGHUP reloads (``config_loader`` reads)."""
+    """Run until SIGTERM or SIGINT, then shut down gracefully; SIGHUP reloads (``config_loader`` reads).
+    A worker (``seat``) leaves the pid and listen files to its supervisor (app/workers.py)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    pid_file = config.data_dir / "postroom.pid"
-    async with running_app(config, log=log, config_loader=config_loader) as app:
+    async with running_app(config, log=log, config_loader=config_loader, seat=seat) as app:
         loop.add_signal_handler(signal.SIGHUP, app.reload)
-        listen_file = config.data_dir / LISTEN_FILE
-        _write_listen_file(listen_file, app)  # for `postroom sendmail`: where the running server listens
-        pid_file.write_text(f"{os.getpid()}\n")  # for `postroom reload`
-        try:
+        with contextlib.ExitStack() as files:
+            if seat is None:
+                bound = [(item.name, host, port) for item in app.listeners for host, port in item.bound]
+                files.enter_context(server_files(config, bound))
             on_ready(app)
             await stop.wait()
             log.info("server.stopping", reason="signal")
-        finally:
-            pid_file.unlink(missing_ok=True)
-            listen_file.unlink(missing_ok=True)
 
 
-def _write_listen_file(path: os.PathLike[str], app: App) -> None:
-    """One line per bound address, "name host:port" (ports as bound, so port 0 in the config works)."""
-    lines = [f"{item.name} {host}:{port}\n" for item in app.listeners for host, port in item.bound]
+@contextlib.contextmanager
+def server_files(config: Config, bound: Iterable[tuple[str, str, int]]) -> Iterator[None]:
+    """The listen file (for `postroom sendmail`: where the server listens, "name host:port" per line) and
+    the pid file (for `postroom reload`: the process to signal), there while the server runs."""
+    listen_file, pid_file = config.data_dir / LISTEN_FILE, config.data_dir / PID_FILE
+    _write_listen_file(listen_file, bound)
+    pid_file.write_text(f"{os.getpid()}\n")
+    try:
+        yield
+    finally:
+        pid_file.unlink(missing_ok=True)
+        listen_file.unlink(missing_ok=True)
+
+
+def _write_listen_file(path: os.PathLike[str], bound: Iterable[tuple[str, str, int]]) -> None:
+    """One line per bound address (ports as bound, so port 0 in the config works)."""
+    lines = [f"{name} {host}:{port}\n" for name, host, port in bound]
     temporary = f"{os.fspath(path)}.tmp"
     with open(temporary, "w") as file:
         file.writelines(lines)

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from postroom.app import App, serve_forever
-from postroom.config import Config, load_config
+from postroom.app import App, Seat, serve_forever, supervise, worker_count
+from postroom.config import Config, ConfigError, load_config
 from postroom.observe.log import Logger
 from postroom.server.tls import fingerprint
 
@@ -34,15 +34,49 @@ def run(args: argparse.Namespace, config: Config) -> int:
         fmt=args.log_format or config.log.format,
         file=config.log_file,
     )
-    loop_factory = _loop_factory()
+    loader = _loader(args.config, args)
     try:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(
-                serve_forever(config, log=log, on_ready=_announce, config_loader=_loader(args.config, args))
-            )
+        count = worker_count(config)
+        if count == 1:
+            _serve(config, log=log, loader=loader, seat=None)
+            return 0
+
+        def worker(seat: Seat) -> int:
+            fresh = _current(config, loader, log) if seat.generation else config
+            _serve(fresh, log=log, loader=loader, seat=seat)
+            return 0
+
+        return supervise(config, count=count, worker_main=worker, log=log)
     finally:
         log.close()
-    return 0
+
+
+def _serve(config: Config, *, log: Logger, loader: Callable[[], Config] | None, seat: Seat | None) -> None:
+    """One server process to its end: the only one, or a worker (which logs its number on every line)."""
+    if seat is not None:
+        log = log.bind(worker=seat.index)
+    first = seat is None or (seat.index == 0 and seat.generation == 0)  # the announcement is made once
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(
+            serve_forever(
+                config, log=log, on_ready=_announce if first else _quiet, config_loader=loader, seat=seat
+            )
+        )
+
+
+def _current(config: Config, loader: Callable[[], Config] | None, log: Logger) -> Config:
+    """The config file as it is now, for a worker started again (the first config if it is unreadable)."""
+    if loader is None:
+        return config
+    try:
+        return loader()
+    except ConfigError as exc:
+        log.error("config.reload_failed", error=str(exc), action="kept the first configuration")  # noqa: TRY400
+        return config
+
+
+def _quiet(app: App) -> None:
+    """A worker other than the first says nothing when ready (the first one speaks for the server)."""
 
 
 def _with_overrides(config: Config, args: argparse.Namespace) -> Config:

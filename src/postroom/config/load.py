@@ -159,6 +159,8 @@ def _network(value: Any, key: str) -> ipaddress.IPv4Network | ipaddress.IPv6Netw
 def _validate(config: Config) -> None:
     if not config.hostname or " " in config.hostname:
         raise ConfigError("hostname: must be a domain name")
+    if not 0 <= config.workers <= 15:
+        raise ConfigError("workers: must be 0 (one per CPU core) or 1..15")
     smtp = config.smtp
     for name in ("command_timeout", "data_timeout", "shutdown_grace"):
         if getattr(smtp, name) <= 0:

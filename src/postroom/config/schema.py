@@ -264,6 +264,7 @@ class Config:
 
     hostname: str = "localhost"
     data_dir: Path = Path("postroom-data")
+    workers: int = 1  # server processes sharing the listeners and the queue; 0 = one per CPU core (max 15)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     submission: SubmissionSettings = field(
         default_factory=lambda: SubmissionSettings(listen=(ListenAddress("127.0.0.1", 2587),))

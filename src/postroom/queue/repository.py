@@ -49,13 +49,15 @@ class Queue:
         clock: Callable[[], float] = time.time,
         log: Logger,
         random: Callable[[], float] | None = None,
+        id_slot: int = 0,
     ) -> None:
+        """``id_slot``: this process's digit in queue ids (Spool); the server's workers have 1..15."""
         self._settings = settings
         self._database_path = database_path
         self._clock = clock
         self._log = log
         self._random = random  # jitter for retry times; None keeps the schedule exact
-        self._spool = Spool(queue_dir=queue_dir, clock=clock)
+        self._spool = Spool(queue_dir=queue_dir, clock=clock, id_slot=id_slot)
         self._work = asyncio.Event()
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None

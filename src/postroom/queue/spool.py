@@ -12,6 +12,8 @@ No SQL here (see index.py) and no batching (see commit.py).
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import fcntl
 import os
 import random
@@ -27,7 +29,7 @@ from postroom.queue.local_form import exact_lf
 from postroom.queue.model import QueueError
 from postroom.queue.prepared import PreparedFiles, create_spool_file
 
-__all__ = ["RecoveryReport", "Spool", "SpoolWriter", "sync_file"]
+__all__ = ["RecoveryReport", "Spool", "SpoolWriter", "rename_new", "sync_file"]
 
 _BUFFER = 64 * 1024
 _QUEUE_ID = re.compile(r"[0-9a-f]{16}")
@@ -37,6 +39,26 @@ def sync_file(fd: int) -> None:
     """fdatasync where the platform has it (data and size, not timestamps), else fsync."""
     sync = getattr(os, "fdatasync", os.fsync)
     sync(fd)
+
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+_renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+
+
+def rename_new(source: Path, target: Path) -> None:
+    """Renames ``source`` to ``target`` unless ``target`` exists (FileExistsError): another process on this
+    queue_dir can never have its spool file replaced. renameat2(RENAME_NOREPLACE) where the kernel and file
+    system have it, else a hard link and an unlink (the same guarantee, one more system call)."""
+    if _renameat2 is not None:
+        done = _renameat2(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE)
+        if done == 0:
+            return
+        code = ctypes.get_errno()
+        if code not in (errno.EINVAL, errno.ENOSYS, errno.EPERM):  # EINVAL: not on this file system
+            raise OSError(code, os.strerror(code), os.fspath(target))
+    os.link(source, target)
+    os.unlink(source)
 
 
 def sync_directory(path: Path) -> None:
@@ -269,7 +291,7 @@ class SpoolWriter:
         finally:
             self._file = None
             file.close()
-        os.rename(self._path, final_path)
+        rename_new(self._path, final_path)
         self._path = final_path
 
     def remove(self) -> None:
@@ -299,7 +321,12 @@ class RecoveryReport:
 class Spool:
     """The spool directories of one queue_dir: ids, writers, paths, the owner lock and recovery."""
 
-    def __init__(self, *, queue_dir: Path, clock: Callable[[], float]) -> None:
+    def __init__(self, *, queue_dir: Path, clock: Callable[[], float], id_slot: int = 0) -> None:
+        """``id_slot`` (1..15) is this process's digit in the queue ids: the server's workers each have their
+        own, so two of them never make the same id; 0 (other processes, e.g. sendmail) draws it at random."""
+        if not 0 <= id_slot <= 15:
+            raise ValueError(f"id_slot {id_slot} is out of range 0..15")
+        self._id_slot = id_slot
         self.incoming_dir = queue_dir / "incoming"
         self.ready_dir = queue_dir / "ready"
         self.prepared = PreparedFiles(self.ready_dir)  # started by the Queue once recovery is done
@@ -319,11 +346,14 @@ class Spool:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
 
     def new_queue_id(self) -> str:
-        """16 hex digits: microseconds since the epoch (13, strictly increasing here) + 3 random ones."""
+        """16 hex digits: microseconds since the epoch (13, strictly increasing here), the process's id slot
+        (random without one) and 2 random ones. A clash between processes without a slot is caught: the
+        commit refuses to replace a spool file (rename_new) or an index row (primary key), and says 451."""
         with self._id_lock:
             micros = max(int(self._clock() * 1_000_000), self._last_micros + 1)
             self._last_micros = micros
-            salt = self._random.getrandbits(12)
+            slot = self._id_slot or self._random.getrandbits(4)
+            salt = slot << 8 | self._random.getrandbits(8)
         return f"{micros:013x}{salt:03x}"
 
     def open_writer(self, *, inline_max: int, local_prefix: bytes = b"") -> SpoolWriter:

@@ -9,18 +9,25 @@ __all__ = ["ConnectionLimits"]
 
 
 class ConnectionLimits:
-    """Counts open connections; ``acquire`` says no (with the reply to send) beyond the caps."""
+    """Counts open connections; ``acquire`` says no (with the reply to send) beyond the caps.
 
-    def __init__(self, *, max_total: int, max_per_ip: int) -> None:
-        self._max_total = max_total
-        self._max_per_ip = max_per_ip
+    With ``shares`` worker processes, each counts its own connections against its share of each cap
+    (cap / shares, rounded up; at least 1): together they hold about the configured number.
+    The kernel spreads connections over the workers' sockets (app/workers.py), so a client can meet
+    its share in one worker a little before the whole cap.
+    """
+
+    def __init__(self, *, max_total: int, max_per_ip: int, shares: int = 1) -> None:
+        self._shares = max(1, shares)
+        self._max_total = self._max_per_ip = 0
+        self.update(max_total=max_total, max_per_ip=max_per_ip)
         self._total = 0
         self._per_ip: dict[str, int] = {}
 
     def update(self, *, max_total: int, max_per_ip: int) -> None:
         """New caps (a config reload); connections already counted stay counted, none is closed."""
-        self._max_total = max_total
-        self._max_per_ip = max_per_ip
+        self._max_total = -(-max_total // self._shares)
+        self._max_per_ip = -(-max_per_ip // self._shares)
 
     @property
     def total(self) -> int:

@@ -9,13 +9,21 @@ import contextlib
 import dataclasses
 import socket
 import ssl
+from collections.abc import Sequence
 
 from postroom.config.schema import ListenAddress
 from postroom.server.admission import Admission, FrontDoor
 from postroom.server.gate import Gate
 from postroom.server.session import Session, SessionServices
 
-__all__ = ["SmtpListener"]
+__all__ = ["BACKLOG", "SmtpListener", "socket_family"]
+
+BACKLOG = 1024  # connections the kernel holds for us while the loop is busy
+
+
+def socket_family(host: str) -> socket.AddressFamily:
+    """The address family of a configured listen host (an IP literal, or "localhost": IPv4)."""
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 class SmtpListener:
@@ -56,21 +64,33 @@ class SmtpListener:
     def session_count(self) -> int:
         return len(self._sessions)
 
-    async def start(self) -> list[tuple[str, int]]:
-        """Bind every address; returns the bound (host, port) pairs (real ports when 0 was asked for)."""
+    async def start(self, sockets: Sequence[socket.socket] | None = None) -> list[tuple[str, int]]:
+        """Bind every address, or serve ``sockets`` bound already (a worker's, see app/workers.py); returns
+        the bound (host, port) pairs (real ports when 0 was asked for)."""
         loop = asyncio.get_running_loop()
-        for address in self._addresses:
+        handshake = 30 if self._implicit_tls is not None else None
+        for sock in sockets or ():
+            server = await loop.create_server(
+                self._make_session,
+                sock=sock,
+                backlog=BACKLOG,
+                ssl=self._implicit_tls,
+                ssl_handshake_timeout=handshake,
+            )
+            self._servers.append(server)
+        for address in self._addresses if sockets is None else ():
             server = await loop.create_server(
                 self._make_session,
                 host=address.host,
                 port=address.port,
                 reuse_address=True,
-                backlog=1024,
+                backlog=BACKLOG,
                 ssl=self._implicit_tls,
-                ssl_handshake_timeout=30 if self._implicit_tls is not None else None,
-                family=socket.AF_INET6 if ":" in address.host else socket.AF_INET,
+                ssl_handshake_timeout=handshake,
+                family=socket_family(address.host),
             )
             self._servers.append(server)
+        for server in self._servers:
             for sock in server.sockets:
                 host, port = sock.getsockname()[:2]
                 self.bound.append((host, port))
