@@ -14,6 +14,18 @@ from postroom.queue import Outcome, Queue, QueueError
 
 from .conftest import FakeClock, Records, envelope, make_queue, put
 
+
+@pytest.fixture(params=[False, True], ids=["commit-threads", "commit-process"])
+def settings(request: pytest.FixtureRequest) -> QueueSettings:
+    """Every test here runs with both committers (commit.py's threads, commit_process.py's process)."""
+    return QueueSettings(
+        retry_schedule=(60.0, 300.0),
+        max_lifetime=3600.0,
+        claim_lease=600.0,
+        inline_max=0,
+        commit_process=request.param,
+    )
+
 # --- commit -----------------------------------------------------------------------------------------
 
 

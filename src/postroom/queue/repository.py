@@ -17,6 +17,7 @@ from pathlib import Path
 from postroom.config.schema import QueueSettings
 from postroom.observe.log import Logger, sanitize
 from postroom.queue.commit import GroupCommitter
+from postroom.queue.commit_process import ProcessCommitter
 from postroom.queue.index import HEADERS_MAX, Index, NewMessage, Recorded, header_section
 from postroom.queue.local_form import local_prefix, wire_form
 from postroom.queue.model import (
@@ -61,7 +62,7 @@ class Queue:
         self._work = asyncio.Event()
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
-        self._committer: GroupCommitter | None = None
+        self._committer: GroupCommitter | ProcessCommitter | None = None
         self._commit_conn: sqlite3.Connection | None = None
 
     def update(self, settings: QueueSettings) -> None:
@@ -75,15 +76,27 @@ class Queue:
         """Opens the database, recovers the spool (see ``Spool.recover``), starts the commit worker."""
         self._work = asyncio.Event()  # made here: it belongs to the loop that runs the queue
         commit_conn = await asyncio.to_thread(self._open_and_recover)
-        self._committer = GroupCommitter(
-            spool=self._spool,
-            conn=commit_conn,
-            max_batch=self._settings.commit_max_batch,
-            log=self._log,
-            on_commit=self._work.set,
-        )
-        self._commit_conn = commit_conn
-        self._committer.start()
+        if self._settings.commit_process:  # its own process, its own connection (commit_process.py)
+            commit_conn.close()
+            committer = ProcessCommitter(
+                database_path=self._database_path,
+                spool_dir=self._spool.spool_dir,
+                max_batch=self._settings.commit_max_batch,
+                log=self._log,
+                on_commit=self._work.set,
+            )
+            self._committer = committer
+            await committer.start()
+        else:
+            self._committer = GroupCommitter(
+                spool=self._spool,
+                conn=commit_conn,
+                max_batch=self._settings.commit_max_batch,
+                log=self._log,
+                on_commit=self._work.set,
+            )
+            self._commit_conn = commit_conn
+            self._committer.start()
         self._spool.prepared.start()
         self._work.set()  # recovered messages may be due
 

@@ -29,7 +29,7 @@ from postroom.queue.local_form import exact_lf
 from postroom.queue.model import QueueError
 from postroom.queue.prepared import PreparedFiles, create_spool_file
 
-__all__ = ["RecoveryReport", "Spool", "SpoolWriter", "rename_new", "sync_file"]
+__all__ = ["RecoveryReport", "Spool", "SpoolWriter", "rename_new", "sync_directory", "sync_file"]
 
 _BUFFER = 64 * 1024
 _QUEUE_ID = re.compile(r"[0-9a-f]{16}")
@@ -175,9 +175,13 @@ class SpoolWriter:
 
     def _release_cr(self) -> None:
         """The message is complete: a CR held back for a following LF is a bare CR, the same in both forms."""
-        if self._held_cr and self._file is not None:
+        if self._file is not None:
+            self._release_cr_into(self._file)
+
+    def _release_cr_into(self, file: BinaryIO) -> None:
+        if self._held_cr:
             self._held_cr = False
-            self._file.write(b"\r")
+            file.write(b"\r")
 
     def _to_wire_form(self) -> None:
         """Rewrites the Maildir-form file as received (each LF was a CRLF); writing goes on in wire form."""
@@ -293,6 +297,23 @@ class SpoolWriter:
             file.close()
         rename_new(self._path, final_path)
         self._path = final_path
+
+    def close_file(self) -> Path:
+        """Flushes and closes the spilled file, not synced (for the commit process: it syncs and renames
+        the file by its path, see committer.py); returns that path."""
+        if self._error is not None or self._file is None or self._path is None:
+            raise QueueError(f"writing spool file {self.queue_id} failed: {self._error}")
+        file, self._file = self._file, None
+        try:
+            self._release_cr_into(file)
+            file.flush()
+        finally:
+            file.close()
+        return self._path
+
+    def moved_to(self, path: Path) -> None:
+        """The commit process renamed the file to ``path``."""
+        self._path = path
 
     def remove(self) -> None:
         """Deletes the file wherever it is now (after a failed commit)."""
