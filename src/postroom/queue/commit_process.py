@@ -1,9 +1,10 @@
 """The server's side of the commit process (committer.py): the same job as commit.py's GroupCommitter
 (``submit`` a sealed message, get its queue id once file and rows are durable), done by another process.
 
-The event loop closes a spooled message's file (its last buffer written here, no sync), and everything
-submitted in one turn of the loop goes out as one frame on a socket pair that the loop reads like any
-other socket; answers resolve the sessions' futures. If the commit process ends, every message waiting
+The event loop closes a spooled message's file (its last buffer written here, no sync) and sends the
+message at once when the process is idle; while it works, what is submitted gathers and goes out as one
+frame when its answer comes (group commit). The socket pair is read by the loop like any other socket;
+answers resolve the sessions' futures. If the commit process ends, every message waiting
 for it fails (QueueError: the client gets 451, nothing was acknowledged) and a new one is started.
 """
 
@@ -136,9 +137,9 @@ class ProcessCommitter:
         if not self._accepting or self._transport is None:
             raise QueueError("the queue is not running")
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        if not self._waiting:
-            asyncio.get_running_loop().call_soon(self._send)
         self._waiting.append(_Pending(writer, message, future))
+        if not self._sent:  # the process is idle: at once; else with the next answer (the group grows)
+            self._send()
         return future
 
     def stats(self) -> CommitStats:
@@ -174,6 +175,8 @@ class ProcessCommitter:
         """An answer frame: settle each message of its batch."""
         number, errors = decode(frame)
         batch = self._sent.pop(number, [])
+        if self._waiting and not self._sent:
+            self._send()  # what gathered meanwhile, before the sessions answered below run
         for pending, error in zip(batch, errors, strict=True):
             self._settle(pending, error)
         done = sum(error is None for error in errors)
@@ -199,12 +202,13 @@ class ProcessCommitter:
         """The socket pair closed: answers still due will never come; a new process unless stopping."""
         self._transport = None
         sent, self._sent = self._sent, {}
-        for batch in sent.values():
+        waiting, self._waiting = self._waiting, []  # gathered for the next frame: never sent
+        for batch in [*sent.values(), waiting]:
             for pending in batch:
                 self._settle(pending, "the commit process ended")
         if self._stopping:
             return
-        self._log.error("queue.commit_process_lost", failed=sum(map(len, sent.values())))
+        self._log.error("queue.commit_process_lost", failed=sum(map(len, sent.values())) + len(waiting))
         self._accepting = False
         self._restarting = asyncio.get_running_loop().create_task(self._restart())
 
