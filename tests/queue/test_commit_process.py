@@ -170,20 +170,6 @@ async def test_fifty_concurrent_commits_share_batches(queue: Queue, tmp_path: Pa
         assert (stored if stored is not None else queue.spool_path(queue_id).read_bytes()) == body
 
 
-async def test_a_batch_never_exceeds_commit_max_batch(tmp_path: Path, clock: FakeClock, log: Logger) -> None:
-    settings = QueueSettings(commit_max_batch=8, commit_process=True)
-    queue = make_queue(tmp_path, settings=settings, clock=clock, log=log)
-    await queue.start()
-    try:
-        await asyncio.gather(*(put(queue) for _ in range(40)))
-        stats = queue.commit_stats()
-    finally:
-        await queue.stop()
-    assert stats.messages == 40
-    assert stats.largest_batch <= 8
-    assert stats.batches >= 5
-
-
 async def test_a_refused_message_fails_alone_and_leaves_nothing(
     queue: Queue, tmp_path: Path, records: Records
 ) -> None:

@@ -75,8 +75,11 @@ async def test_concurrent_commits_share_batches(queue: Queue) -> None:
     assert queue.message_count() == 200
 
 
-async def test_a_batch_never_exceeds_commit_max_batch(tmp_path: Path, clock: FakeClock, log: Logger) -> None:
-    queue = make_queue(tmp_path, settings=QueueSettings(commit_max_batch=16), clock=clock, log=log)
+async def test_a_batch_never_exceeds_commit_max_batch(
+    tmp_path: Path, settings: QueueSettings, clock: FakeClock, log: Logger
+) -> None:
+    limited = QueueSettings(commit_max_batch=16, commit_process=settings.commit_process)
+    queue = make_queue(tmp_path, settings=limited, clock=clock, log=log)
     await queue.start()
     try:
         await asyncio.gather(*(put(queue) for _ in range(100)))
