@@ -76,6 +76,8 @@ def test_keys_the_test_setups_use() -> None:
         ({"tls": {"cert_file": "c.pem"}}, "tls: cert_file and key_file must be given together"),
         ({"dns": {"nameservers": ["ns.example"]}}, "dns.nameservers: 'ns.example' is not an IP address"),
         ({"hostname": 5}, "hostname: expected a string"),
+        ({"delivery": {"gather": 2}}, "delivery.gather: must be 0..1 seconds"),
+        ({"delivery": {"gather": -0.1}}, "delivery.gather: must be 0..1 seconds"),
     ],
 )
 def test_errors_name_the_key(data: dict[str, object], message: str) -> None:

@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from postroom.config.schema import DeliverySettings
 from postroom.delivery import Scheduler
 from postroom.mailbox import Maildirs
@@ -31,14 +33,14 @@ def event_counter(log: Logger, event: str, target: int) -> asyncio.Event:
     return reached
 
 
+@pytest.mark.parametrize("gather", [0.0, 0.05], ids=["at-once", "gathering"])
 async def test_committed_messages_are_delivered_and_removed(
-    queue: Queue, maildirs: Maildirs, log: Logger
+    queue: Queue, maildirs: Maildirs, log: Logger, gather: float
 ) -> None:
     count = 60
     removed = event_counter(log, "message.removed", count)
-    scheduler = Scheduler(
-        queue=queue, maildirs=maildirs, settings=DeliverySettings(concurrency=4, poll_interval=60), log=log
-    )
+    settings = DeliverySettings(concurrency=4, poll_interval=60, gather=gather)
+    scheduler = Scheduler(queue=queue, maildirs=maildirs, settings=settings, log=log)
     await scheduler.start()
     try:
         for n in range(count):

@@ -27,8 +27,8 @@ LIVE_CONFIG_KEYS = (
     "smtp.long_lines", "smtp.bare_line_endings", "smtp.shutdown_grace", "tls", "local", "policy", "limits",
     "greylist", "sender_auth", "log.level",
     "queue.retry_schedule", "queue.max_lifetime", "queue.delay_warning", "queue.claim_lease",
-    "delivery.poll_interval", "delivery.connect_timeout", "delivery.command_timeout", "delivery.max_received",
-    "delivery.require_tls", "delivery.concurrency", "delivery.max_connections",
+    "delivery.poll_interval", "delivery.gather", "delivery.connect_timeout", "delivery.command_timeout",
+    "delivery.max_received", "delivery.require_tls", "delivery.concurrency", "delivery.max_connections",
     "delivery.max_connections_per_domain",
 )  # fmt: skip
 

@@ -182,6 +182,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("queue.retry_schedule: needs at least one interval, each greater than 0")
     if config.queue.inline_max < 0:
         raise ConfigError("queue.inline_max: must be 0 (always a spool file) or more")
+    if not 0 <= config.delivery.gather <= 1:
+        raise ConfigError("delivery.gather: must be 0..1 seconds")
     if config.delivery.concurrency < 1:
         raise ConfigError("delivery.concurrency: must be at least 1")
     if not 1 <= config.delivery.smtp_port <= 65535:

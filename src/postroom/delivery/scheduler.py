@@ -136,6 +136,8 @@ class Scheduler:
                     break
                 if due:
                     await self._deliver(due)
+                    if self._settings.gather > 0 and not self._stopping:  # acceptance first (gather)
+                        await asyncio.sleep(self._settings.gather)
                     continue
             except Exception as exc:  # the database failed us: log, wait, try again
                 self._log.failure("delivery.scheduler_error", exc)
