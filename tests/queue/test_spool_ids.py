@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from postroom.queue import spool as spool_module
-from postroom.queue.spool import Spool, rename_new
+from postroom.queue.spool import Spool, link_new, rename_new
 
 FROZEN = 1_700_000_000.0  # every id below is made in the same microsecond: only the counter moves
 
@@ -55,37 +55,35 @@ def test_a_slot_beyond_one_hex_digit_is_refused(tmp_path: Path, slot: int) -> No
         Spool(queue_dir=tmp_path, clock=lambda: FROZEN, id_slot=slot)
 
 
-@pytest.fixture(params=["renameat2", "link-unlink"])
-def rename_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Both ways rename_new works: renameat2(RENAME_NOREPLACE), and the fallback where the kernel or the
-    file system lacks it (a hard link, then an unlink of the source)."""
-    if request.param == "link-unlink":
-        monkeypatch.setattr(spool_module, "_renameat2", None)
-    elif spool_module._renameat2 is None:  # pragma: no cover - a libc without renameat2
-        pytest.skip("this libc has no renameat2")
-    return str(request.param)
+Rename = Callable[[Path, Path], None]
+# rename_new (renameat2 with RENAME_NOREPLACE where the kernel has it) and its fallback for kernels and file
+# systems without it (a hard link, then an unlink of the source): both must keep the same promise.
+RENAMES = pytest.mark.parametrize("rename", [rename_new, link_new], ids=["rename_new", "link_new"])
 
 
-def test_rename_new_moves_the_file_when_the_target_is_absent(tmp_path: Path, rename_path: str) -> None:
+@RENAMES
+def test_rename_new_moves_the_file_when_the_target_is_absent(tmp_path: Path, rename: Rename) -> None:
     source, target = tmp_path / "incoming", tmp_path / "spool"
     source.write_bytes(b"message")
-    rename_new(source, target)
+    rename(source, target)
     assert not source.exists()
     assert target.read_bytes() == b"message"
 
 
-def test_rename_new_never_replaces_an_existing_file(tmp_path: Path, rename_path: str) -> None:
+@RENAMES
+def test_rename_new_never_replaces_an_existing_file(tmp_path: Path, rename: Rename) -> None:
     source, target = tmp_path / "incoming", tmp_path / "spool"
     source.write_bytes(b"new message")
     target.write_bytes(b"another process's message")
     with pytest.raises(FileExistsError):
-        rename_new(source, target)
+        rename(source, target)
     assert source.read_bytes() == b"new message"
     assert target.read_bytes() == b"another process's message"
 
 
-def test_rename_new_of_a_missing_source_leaves_the_target_alone(tmp_path: Path, rename_path: str) -> None:
+@RENAMES
+def test_rename_new_of_a_missing_source_leaves_the_target_alone(tmp_path: Path, rename: Rename) -> None:
     source, target = tmp_path / "incoming", tmp_path / "spool"
     with pytest.raises(FileNotFoundError):
-        rename_new(source, target)
+        rename(source, target)
     assert not target.exists()

@@ -19,7 +19,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from postroom.app.build import listen_addresses
@@ -126,9 +126,7 @@ class _Supervisor:
         """Close the listening sockets of every seat but ``keep`` (in a worker: its own)."""
         for seat in self.seats:
             if seat.index != keep:
-                for socks in seat.sockets.values():
-                    for sock in socks:
-                        sock.close()
+                _close(seat.sockets)
 
     def _reap(self) -> None:
         while self.children:
@@ -207,11 +205,15 @@ def _bind(config: Config, count: int) -> list[Seat]:
                     per_worker[index].setdefault(name, []).append(sock)
     except BaseException:
         for sockets in per_worker:
-            for socks in sockets.values():
-                for sock in socks:
-                    sock.close()
+            _close(sockets)
         raise
     return [Seat(index=i, count=count, sockets=sockets) for i, sockets in enumerate(per_worker)]
+
+
+def _close(sockets: Mapping[str, Sequence[socket.socket]]) -> None:
+    for socks in sockets.values():
+        for sock in socks:
+            sock.close()
 
 
 def _bind_address(address: ListenAddress, count: int) -> Sequence[socket.socket]:

@@ -74,6 +74,7 @@ class ProcessCommitter:
         self._on_commit = on_commit
         self._waiting: list[_Pending] = []  # submitted this turn of the loop, not sent yet
         self._sent: dict[int, list[_Pending]] = {}  # batch number -> its messages, until answered
+        self._answered = asyncio.Event()  # set whenever nothing sent waits for its answer (stop waits on it)
         self._numbers = itertools.count()
         self._process: asyncio.subprocess.Process | None = None
         self._transport: asyncio.Transport | None = None
@@ -116,10 +117,9 @@ class ProcessCommitter:
                 await self._restarting
             self._restarting = None
         self._send()
-        for _ in range(int(_STOP_WAIT * 20)):
-            if not self._sent:
-                break
-            await asyncio.sleep(0.05)
+        if self._sent:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._answered.wait(), _STOP_WAIT)
         if self._transport is not None:
             self._transport.close()
         elif self._socket is not None:
@@ -169,12 +169,15 @@ class ProcessCommitter:
             return
         number = next(self._numbers)
         self._sent[number] = ready
+        self._answered.clear()
         self._transport.write(encode((number, items)))
 
     def answered(self, frame: bytes) -> None:
         """An answer frame: settle each message of its batch."""
         number, errors = decode(frame)
         batch = self._sent.pop(number, [])
+        if not self._sent:
+            self._answered.set()
         if self._waiting and not self._sent:
             self._send()  # what gathered meanwhile, before the sessions answered below run
         for pending, error in zip(batch, errors, strict=True):
@@ -202,6 +205,7 @@ class ProcessCommitter:
         """The socket pair closed: answers still due will never come; a new process unless stopping."""
         self._transport = None
         sent, self._sent = self._sent, {}
+        self._answered.set()
         waiting, self._waiting = self._waiting, []  # gathered for the next frame: never sent
         for batch in [*sent.values(), waiting]:
             for pending in batch:

@@ -29,7 +29,7 @@ from postroom.queue.local_form import exact_lf
 from postroom.queue.model import QueueError
 from postroom.queue.prepared import PreparedFiles, create_spool_file
 
-__all__ = ["RecoveryReport", "Spool", "SpoolWriter", "rename_new", "sync_directory", "sync_file"]
+__all__ = ["RecoveryReport", "Spool", "SpoolWriter", "link_new", "rename_new", "sync_directory", "sync_file"]
 
 _BUFFER = 64 * 1024
 _QUEUE_ID = re.compile(r"[0-9a-f]{16}")
@@ -57,6 +57,11 @@ def rename_new(source: Path, target: Path) -> None:
         code = ctypes.get_errno()
         if code not in (errno.EINVAL, errno.ENOSYS, errno.EPERM):  # EINVAL: not on this file system
             raise OSError(code, os.strerror(code), os.fspath(target))
+    link_new(source, target)
+
+
+def link_new(source: Path, target: Path) -> None:
+    """rename_new without renameat2: a hard link (FileExistsError if ``target`` exists), then an unlink."""
     os.link(source, target)
     os.unlink(source)
 
@@ -373,8 +378,10 @@ class Spool:
         with self._id_lock:
             micros = max(int(self._clock() * 1_000_000), self._last_micros + 1)
             self._last_micros = micros
-            slot = self._id_slot or self._random.getrandbits(4)
-            salt = slot << 8 | self._random.getrandbits(8)
+            if self._id_slot:
+                salt = self._id_slot << 8 | self._random.getrandbits(8)
+            else:
+                salt = self._random.getrandbits(12)
         return f"{micros:013x}{salt:03x}"
 
     def open_writer(self, *, inline_max: int, local_prefix: bytes = b"") -> SpoolWriter:
