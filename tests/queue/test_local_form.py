@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 import time
 from pathlib import Path
@@ -10,9 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from postroom.queue import Envelope, Outcome, Queue, Recipient
-from postroom.queue.local_form import local_prefix, prefix_length, trace_headers, wire_form
+from postroom.queue.local_form import is_crlf_only, local_prefix, prefix_length, trace_headers, wire_form
 from postroom.queue.prepared import PreparedFiles
 from postroom.queue.spool import SpoolWriter
+from postroom.smtp.data import DotReader
 
 QUEUE_ID = "0123456789abcdef"
 PREFIX = local_prefix(sender="s@example.test", mailbox="bob@example.test")
@@ -165,3 +167,34 @@ async def test_a_bounce_of_a_message_in_a_mailbox_s_form_quotes_it_as_received(q
     (failed,) = queue.record([Outcome(queue_id, due.idx, "permanent", "mailbox gone")])
     assert failed.headers == b"Subject: big\r\nX-Other: 1\r\n\r\n"
     assert failed.original == message
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=st.lists(st.sampled_from([b"a", b"\r", b"\n", b"\r\n", b".", b"xyz" * 30]), max_size=200),
+    cuts=st.lists(st.integers(min_value=0, max_value=20_000), max_size=8),
+    inline_max=st.sampled_from([10, 4000]),  # spilled at once, or pieces gathered in memory first
+)
+def test_pieces_the_data_reader_calls_crlf_only_make_the_same_file(
+    tmp_path: Path, body: list[bytes], cuts: list[int], inline_max: int
+) -> None:
+    """The DATA reader's hint takes a faster path to the Maildir form; the file must not change."""
+    raw = b"".join(body) * 3 + b"filler\r\n" * 700  # over inline_max: the file is always spilled
+    stuffed = (b"\r\n" + raw).replace(b"\r\n.", b"\r\n..")[2:] + b".\r\n"
+    points = sorted({min(cut, len(stuffed)) for cut in cuts})
+    dot = DotReader(max_size=0, normalize=False, reject_long_lines=False)
+    folders = [Path(tempfile.mkdtemp(dir=tmp_path)) for _ in range(2)]
+    hinted, plain = writer(folders[0], inline_max=inline_max), writer(folders[1], inline_max=inline_max)
+    for spool in (hinted, plain):
+        spool.write(b"Received: x\r\n")
+    for start, end in itertools.pairwise([0, *points, len(stuffed)]):
+        out, _ = dot.feed(stuffed[start:end])
+        if out:
+            hinted.write(out, crlf_only=dot.crlf_only)
+            plain.write(out)
+    assert committed(hinted, folders[0]) == committed(plain, folders[1])
+
+
+def test_crlf_only_means_every_cr_and_lf_is_in_a_pair() -> None:
+    assert [is_crlf_only(data) for data in (b"", b"abc", b"a\r\nb\r\n")] == [True] * 3
+    assert [is_crlf_only(data) for data in (b"a\nb", b"a\rb", b"\n\r", b"\r\r\n\n")] == [False] * 4

@@ -266,6 +266,27 @@ def test_any_binary_body_in_reject_mode_is_flagged_exactly_when_it_has_a_bare_en
 
 @settings(max_examples=200)
 @given(
+    raw=_binary_bodies,
+    cuts=st.lists(st.integers(min_value=0, max_value=100), max_size=8),
+    normalize=st.booleans(),
+)
+def test_crlf_only_says_true_only_of_pieces_whose_every_cr_and_lf_is_a_crlf(
+    raw: bytes, cuts: list[int], normalize: bool
+) -> None:
+    dot = reader(normalize=normalize)
+    clean_pieces = 0
+    for piece in split_at(stuff(raw + b"\r\n"), cuts):
+        out, _ = dot.feed(piece)
+        if dot.crlf_only:
+            assert out.translate(None, b"\r") == out.replace(b"\r\n", b"\n")
+            assert b"\n" not in out.replace(b"\r\n", b"")
+            clean_pieces += 1
+    if b"\r" not in raw and b"\n" not in raw:
+        assert clean_pieces >= 1  # the last CRLF at least came in a piece of its own or with others
+
+
+@settings(max_examples=200)
+@given(
     lengths=st.lists(
         st.integers(min_value=0, max_value=1003) | st.integers(min_value=990, max_value=1003), max_size=8
     ),

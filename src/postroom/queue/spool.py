@@ -25,13 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from postroom.queue.local_form import exact_lf
+from postroom.queue.local_form import exact_lf, is_crlf_only
 from postroom.queue.model import QueueError
 from postroom.queue.prepared import PreparedFiles, create_spool_file
 
 __all__ = ["RecoveryReport", "Spool", "SpoolWriter", "link_new", "rename_new", "sync_directory", "sync_file"]
 
 _BUFFER = 64 * 1024
+_CHECKED = 4096  # unhinted pieces up to this size are checked for the one-pass Maildir form
 _QUEUE_ID = re.compile(r"[0-9a-f]{16}")
 
 
@@ -108,6 +109,7 @@ class SpoolWriter:
         self._prepared = prepared
         self._prefix = local_prefix  # b"": the file (if any) is in wire form
         self._held_cr = False  # Maildir form: the last write ended in CR, which may start a CRLF
+        self._buffer_crlf_only = True  # every CR and LF in the buffer is part of a CRLF
         self._buffer = bytearray()
         self._path: Path | None = None
         self._file: BinaryIO | None = None
@@ -122,7 +124,9 @@ class SpoolWriter:
             return None
         return bytes(self._buffer)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, *, crlf_only: bool = False) -> None:
+        """Appends message octets. ``crlf_only`` (every CR and LF in ``data`` is part of a CRLF, as the DATA
+        reader knows) lets the Maildir form drop the CRs in one pass instead of replacing and counting."""
         if self._sealed:
             raise RuntimeError(f"spool {self.queue_id} is being committed or was aborted")
         if self._error is not None:
@@ -130,11 +134,15 @@ class SpoolWriter:
         self.size += len(data)
         if self._file is None:
             self._buffer += data
+            # a small piece without the hint (our Received header, say) is checked here: it costs little
+            self._buffer_crlf_only = self._buffer_crlf_only and (
+                crlf_only or (len(data) <= _CHECKED and is_crlf_only(data))
+            )
             if len(self._buffer) > self._inline_max:
                 self._spill()
             return
         try:
-            self._put(data)
+            self._put(data, crlf_only=crlf_only)
         except OSError as exc:
             self._fail(exc)
 
@@ -153,16 +161,19 @@ class SpoolWriter:
                 self._path, self._file = taken
             if self._prefix:
                 self._file.write(self._prefix)
-            self._put(bytes(self._buffer))
+            self._put(bytes(self._buffer), crlf_only=self._buffer_crlf_only)
         except OSError as exc:
             self._fail(exc)
         self._buffer = bytearray()
 
-    def _put(self, data: bytes) -> None:
+    def _put(self, data: bytes, *, crlf_only: bool = False) -> None:
         """Writes message bytes to the file, in its form."""
         assert self._file is not None
         if not self._prefix:
             self._file.write(data)
+            return
+        if crlf_only and not self._held_cr:  # no bare CR or LF, and none to pair: drop the CRs, one pass
+            self._file.write(data.translate(None, b"\r"))
             return
         if self._held_cr:
             data, self._held_cr = b"\r" + data, False

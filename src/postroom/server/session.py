@@ -308,7 +308,7 @@ class Session(asyncio.Protocol):
         self._mail.bdat(tls=self._conn.tls_active, user=self._user)
 
     def _on_data_chunk(self, event: events.DataChunk) -> None:
-        self._mail.write(event.data)
+        self._mail.write(event.data, crlf_only=event.crlf_only)
 
     def _on_chunk_end(self, event: events.EndOfChunk) -> Reply:
         if event.problem is not None:

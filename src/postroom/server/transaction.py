@@ -111,11 +111,12 @@ class Transaction:
             self._open_spool(tls=tls, user=user)
         self.receiving = True
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, *, crlf_only: bool = False) -> None:
+        """Message octets; ``crlf_only``: every CR and LF in them is part of a CRLF (see DataChunk)."""
         if self._completer is not None:
             self._completer.feed(data)
         elif self._spool is not None:
-            self._spool.write(data)
+            self._spool.write(data, crlf_only=crlf_only)
 
     def _open_spool(self, *, tls: bool, user: str | None) -> None:
         services = self._services

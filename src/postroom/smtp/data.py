@@ -52,6 +52,7 @@ class DotReader:
         "_max_size",
         "_normalize",
         "_reject_long_lines",
+        "crlf_only",
         "size",
     )
 
@@ -65,6 +66,7 @@ class DotReader:
         self._bare = False
         self._long = False
         self.size = 0  # message octets, after unstuffing (and normalising), including any over the limit
+        self.crlf_only = False  # every CR and LF of the last octets returned is part of a CRLF
 
     @property
     def problem(self) -> Reply | None:
@@ -106,6 +108,7 @@ class DotReader:
         unstuffed octets gives the same answer as on the octets sent. The reader never cuts between a CR
         and its LF (``_undecided_tail`` holds a trailing CR back), so each piece can be judged alone.
         """
+        self.crlf_only = False
         if not out:
             return out
         if self._normalize or not self._bare:
@@ -114,6 +117,9 @@ class DotReader:
                 self._bare = True
                 if self._normalize:
                     out = out.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+                    self.crlf_only = True
+            else:
+                self.crlf_only = True
         self.size += len(out)
         if self._max_size and self.size > self._max_size:
             return b""

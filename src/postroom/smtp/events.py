@@ -98,9 +98,15 @@ class Bdat(Event):
 
 @dataclass(frozen=True, slots=True)
 class DataChunk(Event):
-    """Message bytes, dot-unstuffed, CRLF line endings kept (or normalised, per settings). Needs no reply."""
+    """Message bytes, dot-unstuffed, CRLF line endings kept (or normalised, per settings). Needs no reply.
+
+    ``crlf_only`` is a hint, not part of the value: True when every CR and LF in ``data`` belongs to a CRLF
+    pair (the DATA reader counted them anyway), so a consumer that turns CRLF into LF can just drop the CRs.
+    BDAT octets are never looked at, so they say False.
+    """
 
     data: bytes
+    crlf_only: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -276,7 +276,7 @@ class ServerConnection:
                 self._data_ended = True
                 self._buffer += rest  # pipelined commands after the end of data
             if out:
-                return DataChunk(out)
+                return DataChunk(out, reader.crlf_only)
         if self._data_ended:
             return EndOfData(reader.size, reader.problem)
         return NEED_DATA
