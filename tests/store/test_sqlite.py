@@ -1,15 +1,17 @@
-"""open_database: durability pragmas, migrations, read-only mode."""
+"""open_database: durability pragmas, migrations, read-only mode; begin_immediate."""
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
 
 from postroom.store import open_database
+from postroom.store import sqlite as store_sqlite
 from postroom.store.migrations import MIGRATIONS
-from postroom.store.sqlite import SchemaTooNewError
+from postroom.store.sqlite import SchemaTooNewError, begin_immediate
 
 
 def _pragma(conn: sqlite3.Connection, name: str) -> object:
@@ -83,3 +85,39 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(SchemaTooNewError):
         open_database(path)
+
+
+# --- begin_immediate: the write lock, tried in short steps --------------------------------------------
+
+
+def test_begin_immediate_waits_for_another_writer_and_restores_busy_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    holder, waiter = open_database(path), open_database(path)
+    holder.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.05, lambda: holder.execute("COMMIT"))  # another thread lets go soon
+    release.start()
+    try:
+        begin_immediate(waiter)  # waits for the holder, then has the lock
+        assert waiter.in_transaction
+        waiter.execute("COMMIT")
+        assert _pragma(waiter, "busy_timeout") == 10_000
+    finally:
+        release.join()
+        holder.close()
+        waiter.close()
+
+
+def test_begin_immediate_gives_up_after_busy_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_sqlite, "_BUSY_TIMEOUT_MS", 50)
+    path = tmp_path / "db.sqlite"
+    holder, waiter = open_database(path), open_database(path)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            begin_immediate(waiter)
+        assert not waiter.in_transaction
+        assert _pragma(waiter, "busy_timeout") == 50
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        waiter.close()

@@ -12,6 +12,7 @@ import threading
 
 from postroom.policy.greylist import GreyEntry
 from postroom.policy.ratelimit import SlotAmount, SlotTotal
+from postroom.store.sqlite import begin_immediate
 
 __all__ = ["LimitStore"]
 
@@ -50,7 +51,7 @@ class LimitStore:
         totals: list[SlotTotal] = []
         with self._lock:
             db = self._writer
-            db.execute("BEGIN IMMEDIATE")
+            begin_immediate(db)
             try:
                 for item in counts:
                     (total,) = db.execute(

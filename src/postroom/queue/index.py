@@ -17,6 +17,7 @@ from postroom.queue import outbox
 from postroom.queue.model import DueRecipient, Envelope, FailedMessage, FailedRecipient, Outcome, Recipient
 from postroom.queue.notify import annotate
 from postroom.queue.schedule import next_attempt_at
+from postroom.store.sqlite import begin_immediate
 
 __all__ = ["HEADERS_MAX", "Index", "NewMessage", "Recorded", "header_section"]
 
@@ -61,8 +62,8 @@ class Recorded:
 
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """BEGIN IMMEDIATE (take the write lock now, so busy_timeout applies) ... COMMIT, or ROLLBACK."""
-    conn.execute("BEGIN IMMEDIATE")
+    """BEGIN IMMEDIATE (the write lock, taken now: see begin_immediate) ... COMMIT, or ROLLBACK."""
+    begin_immediate(conn)
     try:
         yield conn
     except BaseException:

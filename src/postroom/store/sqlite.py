@@ -6,13 +6,16 @@ It does not know any table: the schema lives in ``migrations.py`` and the querie
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 from postroom.store.migrations import MIGRATIONS
 
-__all__ = ["SchemaTooNewError", "open_database"]
+__all__ = ["SchemaTooNewError", "begin_immediate", "open_database"]
 
 _BUSY_TIMEOUT_MS = 10_000
+_FIRST_PAUSE = 0.0001  # seconds between tries for the write lock: from 0.1 ms, doubling, at most 2 ms
+_LONGEST_PAUSE = 0.002
 
 
 class SchemaTooNewError(sqlite3.DatabaseError):
@@ -46,6 +49,33 @@ def open_database(path: Path, *, readonly: bool = False, durable: bool = True) -
         conn.close()
         raise
     return conn
+
+
+def begin_immediate(conn: sqlite3.Connection) -> None:
+    """``BEGIN IMMEDIATE``: takes the write lock, trying again every 0.1 to 2 ms while another writer has it.
+
+    SQLite's own busy handler (busy_timeout) sleeps 1, 2, 5, 10, 15... ms between tries. Our writers hold
+    the lock for a fraction of a millisecond, so under load those sleeps were most of a commit's time: an
+    index insert of 0.6 ms (median) took 4.5 ms at the 90th percentile and 19 ms at the 99th. Here the lock
+    is tried in short steps for as long as busy_timeout would have waited; then the last error is raised.
+    Blocks its thread: call it where blocking is allowed (worker threads, the commit process, the CLI).
+    """
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+        pause = _FIRST_PAUSE
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                    raise
+            else:
+                return
+            time.sleep(pause)
+            pause = min(pause * 2, _LONGEST_PAUSE)
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
