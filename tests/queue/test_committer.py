@@ -183,6 +183,7 @@ class Child:
                     str(theirs.fileno()),
                     str(folders.database),
                     str(folders.spool),
+                    "100",
                 ],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
@@ -230,7 +231,9 @@ def test_the_process_answers_each_batch_by_its_number(child: Child, folders: Fol
     second = [folders.spooled(b"c\r\n")]
     child.send((7, first), (8, second))
     answers = child.answers(2)
-    assert sorted(answers) == [(7, [None, None]), (8, [None])]
+    assert sorted(answer[:2] for answer in answers) == [(7, [None, None]), (8, [None])]
+    rounds = {number: durable for _, _, number, durable in answers}  # one round or two, as they came
+    assert sum(rounds.values()) == 3
     assert folders.known() == {_id(item) for item in first + second}
     assert (folders.spool / _id(second[0])).read_bytes() == b"c\r\n"
 
@@ -239,7 +242,8 @@ def test_the_process_answers_a_failure_with_its_reason(child: Child, folders: Fo
     item = folders.spooled(b"x\r\n")
     Path(str(item[0])).unlink()
     child.send((1, [item]))
-    ((number, (error,)),) = child.answers(1)
+    ((number, (error,), _, durable),) = child.answers(1)
+    assert durable == 0
     assert number == 1
     assert error.startswith("spool file:")
     assert "No such file" in error
@@ -257,7 +261,7 @@ def test_the_process_ignores_sigterm_and_sigint(child: Child, folders: Folders) 
     child.process.send_signal(signal.SIGINT)
     item = folders.spooled(b"after\r\n")
     child.send((2, [item]))
-    assert child.answers(1) == [(2, [None])]
+    assert [answer[:2] for answer in child.answers(1)] == [(2, [None])]
     assert child.process.poll() is None
     assert child.close() == 0
 
@@ -271,7 +275,7 @@ def test_the_process_without_its_arguments_says_how_to_run_it() -> None:
         timeout=60,
     )
     assert done.returncode == 2
-    assert "usage: python -m postroom.queue.committer FD DATABASE SPOOL_DIR" in done.stderr
+    assert "usage: python -m postroom.queue.committer FD DATABASE SPOOL_DIR MAX_BATCH" in done.stderr
 
 
 def test_the_database_is_left_closed_and_consistent(child: Child, folders: Folders) -> None:

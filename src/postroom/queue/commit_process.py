@@ -1,11 +1,12 @@
 """The server's side of the commit process (committer.py): the same job as commit.py's GroupCommitter
 (``submit`` a sealed message, get its queue id once file and rows are durable), done by another process.
 
-The event loop closes a spooled message's file (its last buffer written here, no sync) and sends the
-message at once when the process is idle; while it works, what is submitted gathers and goes out as one
-frame when its answer comes (group commit). The socket pair is read by the loop like any other socket;
-answers resolve the sessions' futures. If the commit process ends, every message waiting
-for it fails (QueueError: the client gets 451, nothing was acknowledged) and a new one is started.
+The event loop closes a spooled message's file (its last buffer written here, no sync) and sends what
+was submitted in one turn of the loop as one frame, at the end of that turn: the process starts syncing
+a file as soon as it arrives and gathers what arrives while it works into one round (group commit). The
+socket pair is read by the loop like any other socket; answers resolve the sessions' futures. If the
+commit process ends, every message waiting for it fails (QueueError: the client gets 451, nothing was
+acknowledged) and a new one is started.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class ProcessCommitter:
         self._log = log
         self._on_commit = on_commit
         self._waiting: list[_Pending] = []  # submitted this turn of the loop, not sent yet
+        self._flush_due = False  # a call to _send is scheduled for the end of this turn
         self._sent: dict[int, list[_Pending]] = {}  # batch number -> its messages, until answered
         self._answered = asyncio.Event()  # set whenever nothing sent waits for its answer (stop waits on it)
         self._numbers = itertools.count()
@@ -84,9 +86,11 @@ class ProcessCommitter:
         self._socket: socket.socket | None = None  # our end of the socket pair
         self._restarting: asyncio.Task[None] | None = None  # after the process ended, until a new one runs
         self._batches = self._messages = self._largest = 0
+        self._last_round = 0  # the process's round number of the last answer (rounds count as batches)
 
     async def start(self) -> None:
         self._started_at = asyncio.get_running_loop().time()
+        self._last_round = 0  # a new process counts its rounds from 1
         ours, theirs = socket.socketpair()
         self._socket = ours  # closed by stop() if it comes before the transport below
         with theirs:
@@ -97,6 +101,7 @@ class ProcessCommitter:
                 str(theirs.fileno()),
                 str(self._database_path),
                 str(self._spool_dir),
+                str(self._max_batch),
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # a signal to the server's group (Ctrl-C) is not for it: EOF ends it
@@ -138,14 +143,16 @@ class ProcessCommitter:
             raise QueueError("the queue is not running")
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Pending(writer, message, future))
-        if not self._sent:  # the process is idle: at once; else with the next answer (the group grows)
-            self._send()
+        if not self._flush_due:  # everything submitted in this turn of the loop goes in one frame
+            self._flush_due = True
+            asyncio.get_running_loop().call_soon(self._send)
         return future
 
     def stats(self) -> CommitStats:
         return CommitStats(batches=self._batches, messages=self._messages, largest_batch=self._largest)
 
     def _send(self) -> None:
+        self._flush_due = False
         waiting, self._waiting = self._waiting, []
         for start in range(0, len(waiting), self._max_batch):
             self._send_batch(waiting[start : start + self._max_batch])
@@ -174,19 +181,19 @@ class ProcessCommitter:
 
     def answered(self, frame: bytes) -> None:
         """An answer frame: settle each message of its batch."""
-        number, errors = decode(frame)
+        number, errors, round_number, durable = decode(frame)
         batch = self._sent.pop(number, [])
         if not self._sent:
             self._answered.set()
-        if self._waiting and not self._sent:
-            self._send()  # what gathered meanwhile, before the sessions answered below run
         for pending, error in zip(batch, errors, strict=True):
             self._settle(pending, error)
-        done = sum(error is None for error in errors)
-        if done:
+        if durable and round_number != self._last_round:  # the first answer of a round that made some
             self._batches += 1
+            self._largest = max(self._largest, durable)
+        self._last_round = round_number
+        done = errors.count(None)
+        if done:
             self._messages += done
-            self._largest = max(self._largest, done)
             self._on_commit()
 
     def _settle(self, pending: _Pending, error: str | None) -> None:

@@ -1,27 +1,36 @@
 """The commit process (``[queue] commit_process``): makes batches of spool files and index rows durable for
-one server process, in a process of its own. Run as ``python -m postroom.queue.committer FD DATABASE SPOOL``.
+one server process, in a process of its own. Run as
+``python -m postroom.queue.committer FD DATABASE SPOOL_DIR MAX_BATCH`` (at most MAX_BATCH messages a round).
 
 Why a process: measured under load, the same commit work that takes 3 ms in a process alone took 12 ms
 in the server's commit threads (commit.py), which share the GIL with the event loop (docs/performance.md).
 
 Frames (frames.py) on the socket pair FD, both ways. A request is ``(batch, [(path, NewMessage), ...])``:
 a spooled message's file, written and closed but not synced, or None for an inline body. The answer is
-``(batch, [error text or None, ...])``. Everything waiting is taken at once: files fdatasynced (in
-parallel when many), renamed to ``spool/<queue id>`` (never over another file), ``spool/`` fsynced, then
-all rows in one transaction (``synchronous=FULL``). A row is written only after its file is durable; on
-any failure the message's file is removed and its answer says why. EOF on the socket ends the process.
+``(batch, [error text or None, ...], round, durable)``: the round that took the batch, and how many
+messages that round made durable (the server's statistics).
+
+Two stages overlap. A reader thread takes requests as they come and starts each file's fdatasync at once,
+in a pool of threads; the main thread takes everything that arrived while it worked (the group commit):
+it waits for those files' syncs, renames them to ``spool/<queue id>`` (never over another file), fsyncs
+``spool/`` once, then writes all rows in one transaction (``synchronous=FULL``). So a message's file is
+being synced while the previous round writes its rows. A row is written only after its file is durable;
+on any failure the message's file is removed and its answer says why. EOF on the socket ends the process.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import queue
 import signal
 import socket
 import sqlite3
 import sys
+import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from postroom.queue.frames import decode, encode, split
@@ -31,46 +40,67 @@ from postroom.store.sqlite import open_database
 
 __all__ = ["Committer", "main"]
 
-_PARALLEL_FROM = 4
-_SYNC_THREADS = 4
+_PARALLEL_FROM = 4  # Committer.commit without syncs started: files synced in parallel from this many
+_SYNC_THREADS = 8
 
 Item = tuple[str | None, NewMessage]
+Synced = OSError | None  # a file's fdatasync: None when it worked (or there was no file)
 
 
-class _Frames:
-    """Reads whole frames from the socket: blocks for the first, then takes what is there already."""
+class _Request:
+    __slots__ = ("batch", "items", "syncs")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, batch: int, items: list[Item], syncs: list[Future[Synced] | None]) -> None:
+        self.batch, self.items, self.syncs = batch, items, syncs
+
+
+class _Receiver:
+    """A thread that reads requests off the socket and starts their files' syncs as soon as they arrive."""
+
+    def __init__(self, sock: socket.socket, pool: ThreadPoolExecutor) -> None:
         self._sock = sock
-        self._buffer = bytearray()
-        self.closed = False
+        self._pool = pool
+        self._requests: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()  # None: the socket closed
+        self._carry: _Request | None = None  # taken off the queue but over a round's limit
+        self._thread = threading.Thread(target=self._run, name="postroom-commit-read", daemon=True)
+        self._thread.start()
 
-    def read(self) -> list[tuple[int, list[Item]]]:
-        frames = self._parse()
-        while not frames and not self.closed:
-            self._receive(block=True)
-            frames = self._parse()
-        if not self.closed:
-            self._receive(block=False)
-            frames += self._parse()
-        return frames
+    def take(self, limit: int) -> tuple[list[_Request], bool]:
+        """What was received so far, up to ``limit`` messages (at least one request), waiting for the
+        first; and whether the socket has closed."""
+        first, self._carry = self._carry or self._requests.get(), None
+        if first is None:
+            return [], True
+        taken, count = [first], len(first.items)
+        while True:
+            try:
+                request = self._requests.get_nowait()
+            except queue.Empty:
+                return taken, False
+            if request is None:
+                return taken, True
+            if count + len(request.items) > limit:
+                self._carry = request  # first in the next round
+                return taken, False
+            taken.append(request)
+            count += len(request.items)
 
-    def _receive(self, *, block: bool) -> None:
-        self._sock.setblocking(block)
+    def _start_sync(self, path: str | None) -> Future[Synced] | None:
+        return None if path is None else self._pool.submit(_sync_path, path)
+
+    def _run(self) -> None:
+        buffer = bytearray()
         try:
-            while True:
-                data = self._sock.recv(1 << 20)
-                if not data:
-                    self.closed = True
-                    return
-                self._buffer += data
-                if block:
-                    return
-        except BlockingIOError:
-            return
-
-    def _parse(self) -> list[tuple[int, list[Item]]]:
-        return [decode(frame) for frame in split(self._buffer)]
+            while data := self._sock.recv(1 << 20):
+                buffer += data
+                for frame in split(buffer):
+                    batch, items = decode(frame)
+                    syncs = [self._start_sync(path) for path, _ in items]
+                    self._requests.put(_Request(batch, items, syncs))
+        except OSError:
+            pass  # the server went away (reset): as good as EOF
+        finally:
+            self._requests.put(None)
 
 
 class Committer:
@@ -84,11 +114,20 @@ class Committer:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
-    def commit(self, items: Sequence[Item]) -> list[str | None]:
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        """The threads that fdatasync files (the reader starts each file's sync here as it arrives)."""
+        return self._pool
+
+    def commit(self, items: Sequence[Item], synced: Sequence[Synced] | None = None) -> list[str | None]:
+        """One round; ``synced``, one per item, when the files' syncs were done already (else done here)."""
         errors: list[str | None] = [None] * len(items)
         moved: dict[int, Path] = {}
         spooled = [i for i, (path, _) in enumerate(items) if path is not None]
-        synced = self._sync([items[i][0] for i in spooled])  # type: ignore[misc]
+        if synced is None:
+            synced = self._sync([items[i][0] for i in spooled])  # type: ignore[misc]
+        else:
+            synced = [synced[i] for i in spooled]
         for i, error in zip(spooled, synced, strict=True):
             source, message = items[i]
             assert source is not None
@@ -116,7 +155,7 @@ class Committer:
                     errors[i] = errors[i] or f"index: {exc}"
         return errors
 
-    def _sync(self, paths: Sequence[str]) -> list[OSError | None]:
+    def _sync(self, paths: Sequence[str]) -> list[Synced]:
         if len(paths) >= _PARALLEL_FROM:
             return list(self._pool.map(_sync_path, paths))
         return [_sync_path(path) for path in paths]
@@ -128,7 +167,7 @@ class Committer:
             _unlink(str(path))
 
 
-def _sync_path(path: str) -> OSError | None:
+def _sync_path(path: str) -> Synced:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
@@ -146,9 +185,10 @@ def _unlink(path: str) -> None:
 
 
 def main(argv: Sequence[str]) -> int:
-    if len(argv) != 4:
-        print("usage: python -m postroom.queue.committer FD DATABASE SPOOL_DIR", file=sys.stderr)
+    if len(argv) != 5 or not argv[4].isdigit() or int(argv[4]) < 1:
+        print("usage: python -m postroom.queue.committer FD DATABASE SPOOL_DIR MAX_BATCH", file=sys.stderr)
         return 2
+    max_batch = int(argv[4])
     # The server ends this process by closing the socket, after its last commit; a signal to the whole
     # process group (Ctrl-C, systemd's stop) must not cut a commit short.
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -156,19 +196,14 @@ def main(argv: Sequence[str]) -> int:
     sock = socket.socket(fileno=int(argv[1]))
     conn = open_database(Path(argv[2]))
     committer = Committer(conn=conn, spool_dir=Path(argv[3]))
-    frames = _Frames(sock)
+    receiver = _Receiver(sock, committer.pool)
     try:
-        while not frames.closed:
-            batches = frames.read()
-            if not batches:
-                continue
-            errors = committer.commit([item for _, items in batches for item in items])
-            answers, start = [], 0
-            for batch, items in batches:
-                answers.append(encode((batch, errors[start : start + len(items)])))
-                start += len(items)
-            sock.setblocking(True)
-            sock.sendall(b"".join(answers))
+        for number in itertools.count(1):
+            requests, closed = receiver.take(max_batch)
+            if requests:
+                _answer(sock, number, requests, committer)
+            if closed:
+                break
     except (BrokenPipeError, ConnectionResetError):
         pass  # the server went away: nothing is waiting for these answers
     finally:
@@ -176,6 +211,20 @@ def main(argv: Sequence[str]) -> int:
         conn.close()
         sock.close()
     return 0
+
+
+def _answer(sock: socket.socket, number: int, requests: list[_Request], committer: Committer) -> None:
+    """Round ``number``: commits every request taken, then answers each by its batch number."""
+    items = [item for request in requests for item in request.items]
+    synced = [None if sync is None else sync.result() for request in requests for sync in request.syncs]
+    errors = committer.commit(items, synced)
+    durable = errors.count(None)
+    answers, start = [], 0
+    for request in requests:
+        end = start + len(request.items)
+        answers.append(encode((request.batch, errors[start:end], number, durable)))
+        start = end
+    sock.sendall(b"".join(answers))
 
 
 if __name__ == "__main__":
