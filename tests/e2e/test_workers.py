@@ -6,82 +6,28 @@ the JSON log file they share (every line carries ``worker``); the supervisor's o
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import smtplib
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from postroom.app import worker_count
-from postroom.config import Config
 from tests.e2e.conftest import add_accounts
 from tests.helpers.server import (
-    ServeProcess,
     maildir_messages,
     make_config,
     serve_process,
     wait_for,
     write_config,
 )
-
-ALICE = "alice@postroom.test"
-
-
-@dataclass
-class Served:
-    config: Config
-    config_file: Path
-    process: ServeProcess
-
-    @property
-    def pid(self) -> int:
-        return self.process.process.pid
-
-    @property
-    def output(self) -> str:
-        return "".join(self.process.output)
-
-    def events(self, event: str, *, file: Path | None = None, **match: Any) -> list[dict[str, Any]]:
-        """The log file's records of ``event`` whose fields equal ``match`` (every line must be JSON)."""
-        path = file or self.config.log_file
-        if not path.exists():
-            return []
-        lines = path.read_text().splitlines()
-        records = [json.loads(line) for line in lines if line]
-        return [r for r in records if r["event"] == event and all(r.get(k) == v for k, v in match.items())]
-
-    def workers_of(self, event: str) -> set[int]:
-        return {record["worker"] for record in self.events(event) if "worker" in record}
-
-
-def _children(pid: int) -> set[int]:
-    """The processes whose parent is ``pid`` (the supervisor runs one thread, but read every task)."""
-    found: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            found.update(int(child) for child in (task / "children").read_text().split())
-        except FileNotFoundError:  # pragma: no cover - a task that ended while we looked
-            continue
-    return found
-
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie waiting for its parent."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+from tests.helpers.workers import ALICE, Served, alive, children, delivered_tags, send_parallel
 
 
 @pytest.fixture
@@ -91,41 +37,9 @@ def served(tmp_path: Path, config_overrides: dict[str, Any]) -> Iterator[Served]
     add_accounts(config)
     with serve_process(config_file) as process:
         running = Served(config, config_file, process)
-        wait_for(lambda: len(_children(running.pid)) == 2, timeout=20, what="two worker processes")
+        wait_for(lambda: len(children(running.pid)) == 2, timeout=20, what="two worker processes")
         wait_for(lambda: running.workers_of("server.started") == {0, 1}, timeout=20, what="both workers")
         yield running
-
-
-def _send(address: tuple[str, int], messages: list[str], barrier: threading.Barrier | None = None) -> None:
-    """One SMTP session sending one message per tag in ``messages``; ``barrier``: wait for the others first,
-    so that every session is open at the same time."""
-    with smtplib.SMTP(*address, timeout=30) as client:
-        client.ehlo("client.test")
-        if barrier is not None:
-            barrier.wait()
-        for tag in messages:
-            client.sendmail(
-                "sender@example.test", [ALICE], f"Subject: {tag}\r\n\r\nbody of {tag}\r\n".encode()
-            )
-
-
-def _send_parallel(address: tuple[str, int], sessions: int, per_session: int, prefix: str) -> set[str]:
-    """``sessions`` sessions open at once, ``per_session`` messages each; returns the tags sent."""
-    barrier = threading.Barrier(sessions, timeout=30)
-    batches = [[f"{prefix}-{s}-{m}" for m in range(per_session)] for s in range(sessions)]
-    with ThreadPoolExecutor(max_workers=sessions) as pool:
-        for future in [pool.submit(_send, address, batch, barrier) for batch in batches]:
-            future.result(timeout=60)
-    return {tag for batch in batches for tag in batch}
-
-
-def _delivered_tags(config: Config, expected: int) -> set[str]:
-    paths = wait_for(
-        lambda: (found := maildir_messages(config, ALICE)) and len(found) >= expected and found,
-        timeout=30,
-        what=f"{expected} messages in the Maildir",
-    )
-    return {path.read_text().split("body of ", 1)[1].strip() for path in paths}
 
 
 def _terminate(served: Served) -> None:
@@ -134,9 +48,9 @@ def _terminate(served: Served) -> None:
 
 @pytest.mark.slow
 def test_two_workers_share_the_sessions_and_deliver_every_message(served: Served) -> None:
-    assert len(_children(served.pid)) == 2
-    sent = _send_parallel(served.process.address, sessions=20, per_session=2, prefix="m")
-    assert _delivered_tags(served.config, 40) == sent
+    assert len(children(served.pid)) == 2
+    sent = send_parallel(served.process.address, sessions=20, per_session=2, prefix="m")
+    assert delivered_tags(served.config, 40) == sent
     assert served.workers_of("session.connect") == {0, 1}
     assert served.workers_of("message.queued") == {0, 1}
     for record in served.events("message.queued"):  # worker N's queue ids carry the digit N + 1
@@ -172,7 +86,7 @@ def test_reload_reaches_both_workers(served: Served, tmp_path: Path) -> None:
 def test_a_killed_worker_is_started_again_and_mail_still_flows(served: Served, index: int) -> None:
     (started,) = served.events("workers.started")
     pids = [int(pid) for pid in started["pids"].split()]
-    assert set(pids) == _children(served.pid)
+    assert set(pids) == children(served.pid)
     victim = pids[index]
     os.kill(victim, signal.SIGKILL)
     (died,) = wait_for(lambda: served.events("workers.died"), timeout=20, what="workers.died")
@@ -181,10 +95,10 @@ def test_a_killed_worker_is_started_again_and_mail_still_flows(served: Served, i
     assert restarted["worker"] == index
     successor = restarted["pid"]
     assert successor not in pids
-    wait_for(lambda: _children(served.pid) == {pids[1 - index], successor}, timeout=20, what="the new child")
+    wait_for(lambda: children(served.pid) == {pids[1 - index], successor}, timeout=20, what="the new child")
     wait_for(lambda: len(served.events("server.started", worker=index)) == 2, timeout=20, what="its start")
-    sent = _send_parallel(served.process.address, sessions=10, per_session=1, prefix="after")
-    assert _delivered_tags(served.config, 10) == sent
+    sent = send_parallel(served.process.address, sessions=10, per_session=1, prefix="after")
+    assert delivered_tags(served.config, 10) == sent
     _terminate(served)
     assert len(maildir_messages(served.config, ALICE)) == 10  # none delivered twice
     assert served.output.count("postroom is ready.") == 1  # the successor does not announce again
@@ -193,11 +107,11 @@ def test_a_killed_worker_is_started_again_and_mail_still_flows(served: Served, i
 @pytest.mark.slow
 def test_workers_that_keep_dying_stop_the_server(served: Served) -> None:
     for deaths in range(1, 6):
-        victim = max(_children(served.pid))
+        victim = max(children(served.pid))
         os.kill(victim, signal.SIGKILL)
         wait_for(lambda n=deaths: len(served.events("workers.died")) == n, timeout=20, what=f"death {deaths}")
         if deaths < 5:
-            wait_for(lambda: len(_children(served.pid)) == 2, timeout=20, what="a successor")
+            wait_for(lambda: len(children(served.pid)) == 2, timeout=20, what="a successor")
     assert served.process.process.wait(30) == 1
     (stopping,) = served.events("workers.stopping")
     assert stopping["reason"].startswith("5 workers died within 60")
@@ -207,12 +121,12 @@ def test_workers_that_keep_dying_stop_the_server(served: Served) -> None:
 @pytest.mark.slow
 def test_sigterm_stops_both_workers_and_removes_the_files(served: Served) -> None:
     data_dir = served.config.data_dir
-    workers = _children(served.pid)
+    workers = children(served.pid)
     assert (data_dir / "postroom.pid").exists()
     assert (data_dir / "postroom.listen").exists()
     served.process.process.send_signal(signal.SIGTERM)
     assert served.process.process.wait(30) == 0
-    assert not any(_alive(pid) for pid in workers)
+    assert not any(alive(pid) for pid in workers)
     assert not (data_dir / "postroom.pid").exists()
     assert not (data_dir / "postroom.listen").exists()
     exited = served.events("workers.exited")

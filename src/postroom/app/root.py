@@ -3,6 +3,8 @@ What a SIGHUP changes is reload.py's; running until a signal is run.py's."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 import ssl
 import time
@@ -11,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from postroom.admin.http import AdminServer
-from postroom.app import build
+from postroom.app import build, links
 from postroom.app.reload import reload
 from postroom.app.seat import Seat
 from postroom.auth.authenticator import Authenticator
@@ -102,6 +104,8 @@ class App:
         self.certificate: CertificatePair | None = None
         self.access_lists: AccessLists | None = None  # [policy] allow/deny, read again on SIGHUP
         self.admin: AdminServer | None = None  # the HTTP listener: dashboard, API, /metrics
+        self._waker: asyncio.Task[None] | None = None  # an SMTP worker's wakes to the delivery process
+        self._unlisten: list[Callable[[], None]] = []  # readers on the links, removed at stop
 
     def resolver(self) -> Resolver | None:
         """The shared DNS resolver; None (remote mail waits, checks fail open; logged) if it cannot be."""
@@ -159,22 +163,26 @@ class App:
         rate_limits, self._limit_dbs = build.rate_limits(config, clock=self.clock, log=self.log)
         self.rate_limits = rate_limits
         await rate_limits.start()
-        self.listeners = build.listeners(
-            config,
-            queue=self.queue,
-            accounts=accounts,
-            authenticator=self._authenticator,
-            tls=tls,
-            limits=rate_limits,
-            mx_sender_auth=self.sender_auth(),
-            clock=self.clock,
-            log=self.log,
-            workers=self.seat.count if self.seat is not None else 1,
-        )
-        self.open_front_doors()
-        for listener in self.listeners:
-            await listener.start(self.seat.sockets.get(listener.name, ()) if self.seat is not None else None)
-        await self.scheduler.start()
+        seat = self.seat
+        if seat is None or seat.listens:
+            self.listeners = build.listeners(
+                config,
+                queue=self.queue,
+                accounts=accounts,
+                authenticator=self._authenticator,
+                tls=tls,
+                limits=rate_limits,
+                mx_sender_auth=self.sender_auth(),
+                clock=self.clock,
+                log=self.log,
+                workers=seat.count if seat is not None else 1,
+            )
+            self.open_front_doors()
+            for listener in self.listeners:
+                await listener.start(seat.sockets.get(listener.name, ()) if seat is not None else None)
+        self._link(seat)
+        if seat is None or seat.delivers:
+            await self.scheduler.start()
         if config.admin.listen and (self.seat is None or self.seat.serves_admin):
             self.admin = build.admin_server(
                 config, clock=self.clock, log=self.log, checks=self._deliverability_checks
@@ -188,6 +196,21 @@ class App:
                 if item.bound
             },
         )
+
+    def _link(self, seat: Seat | None) -> None:
+        """With a delivery process (links.py): SMTP workers wake it after their commits and worker 0
+        counts its records; the delivery process listens for wakes and sends its records."""
+        if seat is None or seat.wake is None:
+            return
+        work = self.queue.wait_for_work()
+        if seat.role == "delivery":
+            self._unlisten.append(links.receive_wakes(seat.wake, work))
+            if seat.events is not None:
+                links.forward_events(self.log, seat.events)
+            return
+        self._waker = links.notify_commits(work, seat.wake)
+        if seat.events is not None:
+            self._unlisten.append(links.receive_events(seat.events, self.log))
 
     async def _deliverability_checks(self) -> list[dict[str, Any]]:
         return await build.deliverability_checks(self.config, self.resolver())
@@ -212,6 +235,7 @@ class App:
         self._limit_dbs.clear()
         await self.scheduler.stop()
         await self.remote.close()  # QUIT on the connections kept for reuse
+        await self._unlink()
         await self.queue.stop()
         if self._authenticator is not None:
             self._authenticator.close()
@@ -221,3 +245,13 @@ class App:
                 db.close()
         self.accounts_db = self._throttle_db = None
         self.log.info("server.stopped")
+
+    async def _unlink(self) -> None:
+        for unlisten in self._unlisten:
+            unlisten()
+        self._unlisten.clear()
+        if self._waker is not None:
+            self._waker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._waker
+            self._waker = None

@@ -1,6 +1,11 @@
-"""Several server processes (``workers`` > 1): the supervisor binds every listener's sockets, one set per
-worker (SO_REUSEPORT: the kernel spreads new connections over them), forks the workers, passes signals
-on (SIGTERM and SIGINT stop them, SIGHUP reloads them) and starts a worker again when one dies.
+"""Several server processes (``workers`` > 1, or ``[delivery] own_process``): the supervisor binds every
+listener's sockets, one set per worker (SO_REUSEPORT: the kernel spreads new connections over them), forks
+the workers, passes signals on (SIGTERM and SIGINT stop them, SIGHUP reloads them) and starts a worker
+again when one dies.
+
+With ``[delivery] own_process`` one more process, the delivery process, runs the scheduler and every
+delivery while the SMTP workers only take mail: their event loops no longer share a GIL with delivery
+threads (measured in docs/performance.md). The supervisor makes the links between them (links.py).
 
 The supervisor runs no event loop and touches no mail. Each worker is a whole App (run.py) on the shared
 data folder: the queue's lock lets the first one recover the spool while the others wait (queue/spool.py),
@@ -23,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from postroom.app.build import listen_addresses
+from postroom.app.links import Links, make_links
 from postroom.app.run import server_files
 from postroom.app.seat import Seat
 from postroom.config.schema import Config, ListenAddress
@@ -44,16 +50,22 @@ WorkerMain = Callable[[Seat], int]  # runs one worker to its end in the forked c
 
 
 def worker_count(config: Config) -> int:
-    """``workers`` from the config; 0 means one per CPU core this process may run on (at most 15)."""
+    """``workers`` from the config; 0 means one per CPU core this process may run on (at most 15, or 14
+    beside a delivery process)."""
     if config.workers:
         return config.workers
-    return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0))))
+    most = MAX_WORKERS - 1 if config.delivery.own_process else MAX_WORKERS
+    return max(1, min(most, len(os.sched_getaffinity(0))))
 
 
 def supervise(config: Config, *, count: int, worker_main: WorkerMain, log: Logger) -> int:
-    """Runs ``count`` workers until SIGTERM or SIGINT; returns the exit status (0 after a clean stop)."""
+    """Runs ``count`` SMTP workers (and the delivery process with ``[delivery] own_process``) until SIGTERM
+    or SIGINT; returns the exit status (0 after a clean stop)."""
     _prepare_data(config)
     seats = _bind(config, count)
+    links = make_links() if config.delivery.own_process else None
+    if links is not None:
+        seats = _linked(seats, links)
     bound = [(name, *sock.getsockname()[:2]) for name, socks in seats[0].sockets.items() for sock in socks]
     previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     supervisor = _Supervisor(
@@ -63,11 +75,18 @@ def supervise(config: Config, *, count: int, worker_main: WorkerMain, log: Logge
         with server_files(config, bound):  # before the fork: a worker is never ready before the pid file
             for seat in seats:
                 supervisor.spawn(seat)
-            log.info("workers.started", workers=count, pids=" ".join(map(str, supervisor.children)))
+            log.info(
+                "workers.started",
+                workers=count,
+                delivery_process=links is not None,
+                pids=" ".join(map(str, supervisor.children)),
+            )
             return supervisor.run()
     finally:
         supervisor.kill_all()
         supervisor.close_sockets()
+        if links is not None:
+            links.close()
         signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
 
 
@@ -208,6 +227,23 @@ def _bind(config: Config, count: int) -> list[Seat]:
             _close(sockets)
         raise
     return [Seat(index=i, count=count, sockets=sockets) for i, sockets in enumerate(per_worker)]
+
+
+def _linked(seats: list[Seat], links: Links) -> list[Seat]:
+    """The SMTP workers with their ends of the links, and the delivery process's seat after them."""
+    smtp = [
+        dataclasses.replace(seat, wake=links.wake_out, events=links.events_in if seat.index == 0 else None)
+        for seat in seats
+    ]
+    delivery = Seat(
+        index=len(seats),
+        count=len(seats),
+        sockets={},
+        role="delivery",
+        wake=links.wake_in,
+        events=links.events_out,
+    )
+    return [*smtp, delivery]
 
 
 def _close(sockets: Mapping[str, Sequence[socket.socket]]) -> None:

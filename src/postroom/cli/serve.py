@@ -37,7 +37,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     loader = _loader(args.config, args)
     try:
         count = worker_count(config)
-        if count == 1:
+        if count == 1 and not config.delivery.own_process:
             _serve(config, log=log, loader=loader, seat=None)
             return 0
 
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
 def _serve(config: Config, *, log: Logger, loader: Callable[[], Config] | None, seat: Seat | None) -> None:
     """One server process to its end: the only one, or a worker (which logs its number on every line)."""
     if seat is not None:
-        log = log.bind(worker=seat.index)
+        log = log.bind(worker=seat.index, **({"role": "delivery"} if seat.role == "delivery" else {}))
     first = seat is None or (seat.index == 0 and seat.generation == 0)  # the announcement is made once
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(

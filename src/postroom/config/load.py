@@ -161,6 +161,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("hostname: must be a domain name")
     if not 0 <= config.workers <= 15:
         raise ConfigError("workers: must be 0 (one per CPU core) or 1..15")
+    if config.delivery.own_process and config.workers > 14:
+        raise ConfigError("workers: at most 14 with delivery.own_process (the delivery process is the 15th)")
     smtp = config.smtp
     for name in ("command_timeout", "data_timeout", "shutdown_grace"):
         if getattr(smtp, name) <= 0:

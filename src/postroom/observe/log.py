@@ -127,6 +127,11 @@ class Logger:
         """Hand every record, whatever its level, to ``listener`` too (metrics, tests, the dashboard)."""
         self._sink.listeners.append(listener)
 
+    def feed(self, record: dict[str, Any]) -> None:
+        """A record another process logged (its line was written there): to the listeners only."""
+        for listener in self._sink.listeners:
+            listener(record)
+
     def reopen(self) -> None:
         """Opens the log file again by its name (after logrotate moved it away); no file: nothing to do."""
         if self._sink.file_path is not None:
