@@ -11,7 +11,7 @@ from pathlib import Path
 
 from postroom.config import Config
 from tests.e2e.conftest import add_accounts
-from tests.helpers.processes import alive, children
+from tests.helpers.processes import alive, descendants
 from tests.helpers.server import ServeProcess, maildir_messages, serve_process, wait_for, write_config
 
 COMMITTER = "postroom.queue.committer"
@@ -41,7 +41,7 @@ def _delivered(config: Config, address: str, count: int) -> list[bytes]:
 
 
 def _committer(served: ServeProcess) -> int:
-    (pid,) = wait_for(lambda: children(served.process.pid, COMMITTER), what="the commit process")
+    (pid,) = wait_for(lambda: descendants(served.process.pid, COMMITTER), what="the commit process")
     return int(pid)
 
 
@@ -74,7 +74,7 @@ def test_mail_lands_byte_exact_and_sigterm_ends_the_commit_process(tmp_path: Pat
         )
         (carol,) = _delivered(config, "carol@other.test", 1)
         assert _stored_message(carol, "carol@other.test") == BIG.replace(b"\r\n", b"\n")
-        assert children(served.process.pid, COMMITTER) == [committer]  # the same process did all
+        assert descendants(served.process.pid, COMMITTER) == [committer]  # the same process did all
         spool = config.queue_dir / "spool"
         wait_for(lambda: not any(spool.iterdir()), what="the spool files removed after delivery")
         assert served.terminate() == 0
@@ -98,7 +98,7 @@ def test_a_killed_commit_process_is_replaced_and_mail_still_lands(tmp_path: Path
         assert set(codes[:-1]) <= {451}, codes  # a temporary failure, never a lost 250
         (alice,) = _delivered(config, "alice@postroom.test", 1)
         assert _stored_message(alice, "alice@postroom.test") == BIG.replace(b"\r\n", b"\n")
-        (new,) = children(served.process.pid, COMMITTER)
+        (new,) = descendants(served.process.pid, COMMITTER)
         assert new != old
         assert served.terminate() == 0
     assert not alive(new, COMMITTER)

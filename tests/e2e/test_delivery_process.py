@@ -99,6 +99,22 @@ def test_a_killed_delivery_process_is_started_again_and_delivers_what_waited(ser
 
 
 @pytest.mark.slow
+def test_sighup_reloads_the_smtp_worker_and_the_delivery_process(served: Served, tmp_path: Path) -> None:
+    write_config(tmp_path, admin={"listen": ["127.0.0.1:0"]}, delivery={**NO_POLLING, "concurrency": 3})
+    os.kill(served.pid, signal.SIGHUP)  # the supervisor passes it on to both
+
+    def reloaded_by() -> set[Any]:
+        return {record.get("role") for record in served.events("config.reloaded")}
+
+    wait_for(lambda: reloaded_by() == {None, "delivery"}, timeout=20, what="both processes reloaded")
+    for record in served.events("config.reloaded"):
+        assert record["changed"] == "delivery.concurrency"
+    sent = send_parallel(served.process.address, sessions=2, per_session=1, prefix="r")
+    assert delivered_tags(served.config, 2) == sent
+    assert served.process.terminate(timeout=30) == 0
+
+
+@pytest.mark.slow
 def test_sigterm_stops_the_smtp_worker_and_the_delivery_process(served: Served) -> None:
     processes = children(served.pid)
     assert len(processes) == 2

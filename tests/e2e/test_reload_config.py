@@ -33,11 +33,12 @@ BIG = b"Subject: big\r\n\r\n" + (b"y" * 78 + b"\r\n") * 60  # about 4.8 kB
 
 
 def _events(config: Config, name: str) -> list[dict[str, Any]]:
-    """The lines of the server's JSON log file with event ``name``."""
+    """The lines of the server's JSON log file with event ``name``, but the delivery process's (which
+    reloads too, [delivery] own_process): what the SMTP side says."""
     if not config.log_file.exists():
         return []
     lines = [json.loads(line) for line in config.log_file.read_text().splitlines() if line.strip()]
-    return [line for line in lines if line["event"] == name]
+    return [line for line in lines if line["event"] == name and line.get("role") != "delivery"]
 
 
 def _reload(config_file: Path) -> subprocess.CompletedProcess[str]:

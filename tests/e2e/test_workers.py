@@ -29,11 +29,14 @@ from tests.helpers.server import (
 )
 from tests.helpers.workers import ALICE, Served, alive, children, delivered_tags, send_parallel
 
+EACH_DELIVERS = {"own_process": False}  # every worker delivers its own mail, no delivery process
+
 
 @pytest.fixture
 def served(tmp_path: Path, config_overrides: dict[str, Any]) -> Iterator[Served]:
-    """`postroom serve` with workers = 2, both workers started (their server.started is in the log)."""
-    config, config_file = write_config(tmp_path, workers=2, **config_overrides)
+    """`postroom serve` with workers = 2, both workers started (their server.started is in the log); each
+    delivers its own mail (no delivery process: tests/e2e/test_delivery_process.py has that)."""
+    config, config_file = write_config(tmp_path, workers=2, delivery=EACH_DELIVERS, **config_overrides)
     add_accounts(config)
     with serve_process(config_file) as process:
         running = Served(config, config_file, process)
@@ -64,7 +67,7 @@ def test_two_workers_share_the_sessions_and_deliver_every_message(served: Served
 def test_reload_reaches_both_workers(served: Served, tmp_path: Path) -> None:
     pid_file = served.config.data_dir / "postroom.pid"
     assert int(pid_file.read_text()) == served.pid  # the supervisor: it passes SIGHUP on
-    write_config(tmp_path, workers=2, smtp={"max_message_size": 12345})
+    write_config(tmp_path, workers=2, delivery=EACH_DELIVERS, smtp={"max_message_size": 12345})
     result = subprocess.run(
         [sys.executable, "-m", "postroom", "-c", str(served.config_file), "reload"],
         capture_output=True, text=True, timeout=30, check=False,

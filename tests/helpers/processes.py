@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["alive", "children"]
+__all__ = ["alive", "children", "descendants"]
 
 
 def _cmdline(pid: int) -> bytes:
@@ -31,6 +31,19 @@ def children(parent: int, command: str) -> list[int]:
         pid = int(entry.name) if entry.name.isdigit() else None
         if pid is not None and _parent(pid) == parent and command.encode() in _cmdline(pid):
             found.append(pid)
+    return sorted(found)
+
+
+def descendants(root: int, command: str) -> list[int]:
+    """Like ``children``, at any depth below ``root`` (a worker's commit process under the supervisor)."""
+    parents = {pid: _parent(pid) for pid in (int(e.name) for e in os.scandir("/proc") if e.name.isdigit())}
+    found, below = [], {root}
+    for _ in range(10):  # a few levels at most: supervisor, worker, its children
+        level = {pid for pid, parent in parents.items() if parent in below} - below
+        if not level:
+            break
+        found += [pid for pid in level if command.encode() in _cmdline(pid)]
+        below |= level
     return sorted(found)
 
 

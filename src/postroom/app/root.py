@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import sqlite3
 import ssl
 import time
@@ -54,8 +55,11 @@ class App:
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self._dns: Resolver | None = None  # one resolver (and one DNS cache) for every room
+        queue_settings = config.queue
+        if self.seat is not None and not self.seat.listens:  # the delivery process commits only bounces
+            queue_settings = dataclasses.replace(queue_settings, commit_process=False)
         self.queue = Queue(
-            settings=config.queue,
+            settings=queue_settings,
             queue_dir=config.queue_dir,
             database_path=config.database_path,
             clock=self.clock,

@@ -111,7 +111,7 @@ class DeliverySettings:
     concurrency: int = 8  # local deliveries running at once (worker threads)
     poll_interval: float = 5.0  # seconds between looks at the queue when nothing wakes the scheduler
     gather: float = 0.0  # seconds a round that delivered waits before claiming again (acceptance first)
-    own_process: bool = False  # the scheduler and deliveries run in a process of their own (app/workers.py)
+    own_process: bool = True  # the scheduler and deliveries run in a process of their own (app/workers.py)
     max_connections: int = 50  # outbound SMTP connections open at once, in total
     max_connections_per_domain: int = 5  # ... and to one destination domain
     max_messages_per_connection: int = 100  # messages one connection carries (RSET between) before QUIT
