@@ -99,7 +99,7 @@ class QueueSettings:
     claim_lease: float = 600.0  # a claimed recipient is retried after this if its worker died
     commit_max_batch: int = 256  # messages made durable by one group commit at most
     inline_max: int = 32_768  # bodies up to this size are committed inside the index (no spool file)
-    commit_process: bool = False  # make messages durable in a process of its own (queue/committer.py)
+    commit_process: bool = True  # make messages durable in a process of its own (queue/committer.py)
     delay_warning: float = 4 * 3600.0  # seconds in the queue before a delay warning DSN (RFC 3464); 0 = off
 
 
