@@ -167,6 +167,40 @@ def empty_mailbox(mailbox: Path) -> None:
                     os.unlink(entry.path)
 
 
+ASIDE = ".bench-aside"  # beside the mailbox: delivered mail moved out of the way until the run ends
+
+
+def set_aside(mailbox: Path) -> None:
+    """Empties the mailbox for the next cell without freeing an inode: each non-empty folder is renamed into
+    ``ASIDE`` and made again (same owner and mode); ``remove_aside`` deletes them all after the last cell.
+
+    Why not unlink: on an ext4 without a journal (this project's build machines) a new inode is never one
+    freed in the last 1-6 minutes (the kernel's recently_deleted()), so after deleting 10,000 files every file
+    created near them cost up to 0.9 ms of kernel CPU: the harness's own clean-up slowed whichever server
+    ran next (docs/performance.md). Renaming frees nothing.
+    """
+    aside = mailbox.parent / ASIDE
+    for sub in ("new", "cur", "tmp"):
+        folder = mailbox / sub
+        try:
+            with os.scandir(folder) as entries:
+                if next(entries, None) is None:
+                    continue
+            status = folder.stat()
+        except FileNotFoundError:
+            continue
+        aside.mkdir(mode=0o700, exist_ok=True)
+        folder.rename(aside / f"{mailbox.name}-{sub}-{time.monotonic_ns()}")
+        folder.mkdir(mode=0o700)
+        os.chown(folder, status.st_uid, status.st_gid)
+        os.chmod(folder, status.st_mode & 0o7777)
+
+
+def remove_aside(mailboxes: list[Path]) -> None:
+    for mailbox in mailboxes:
+        shutil.rmtree(mailbox.parent / ASIDE, ignore_errors=True)
+
+
 # ------------------------------------------------------------------ Postfix (the harness's reference)
 def harness_dir() -> Path:
     sibling = Path(__file__).resolve().parents[2] / "shared" / "bench"
@@ -396,7 +430,7 @@ def wait_delivered(mailbox: Path, expected: int, start: float, timeout: float) -
 
 def run_once(target: Target, cell: Cell, count: int, plan: Plan, left: float) -> Run:
     """Send `count` messages with smtp-source; time the last 250 and the last file in the Maildir."""
-    empty_mailbox(target.maildir)
+    set_aside(target.maildir)
     run = Run(sent=count)
     command = smtp_source_command(target, *cell, count, plan.per_connection)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -451,7 +485,7 @@ def warm_up(targets: list[Target], plan: Plan) -> None:
         run = run_once(target, (SIZES[0], max(SESSIONS)), 300, plan, left=60)
         if run.error:
             raise SystemExit(f"warm-up against {target.name} failed: {run.error}")
-        empty_mailbox(target.maildir)
+        set_aside(target.maildir)
 
 
 def progress(rep: int, cell: Cell, target: Target, run: Run) -> None:
@@ -679,12 +713,17 @@ def main(argv: list[str] | None = None) -> int:
     meta = machine(plan, command, env)
     with workdir(args.keep) as tmp, Postroom(command, env, tmp, args.overrides) as server:
         targets = [postfix_target(), server.target()]
-        warm_up(targets, plan)
-        results = run_matrix(targets, plan)
-        idle = None
-        if plan.idle:
-            drain_postfix(targets[0])
-            idle = measure_idle(harness, targets, plan.idle)
+        try:
+            warm_up(targets, plan)
+            results = run_matrix(targets, plan)
+            idle = None
+            if plan.idle:
+                drain_postfix(targets[0])
+                idle = measure_idle(harness, targets, plan.idle)
+        finally:
+            remove_aside([target.maildir for target in targets])
+            for target in targets:  # as the run found them: empty
+                empty_mailbox(target.maildir)
         if server.process is not None and server.process.poll() is not None:
             print(f"# postroom exited during the run:\n{server.log_tail()}", file=sys.stderr)
     summary = summarize(results)
