@@ -189,9 +189,14 @@ def test_workers_together_hold_no_more_than_the_connection_cap(served: Served) -
     _terminate(served)
 
 
-@pytest.mark.parametrize("workers", [16, -1])
-def test_workers_out_of_range_is_a_configuration_error(tmp_path: Path, workers: int) -> None:
-    _, config_file = write_config(tmp_path, workers=2)
+@pytest.mark.parametrize(
+    ("workers", "own_process", "error"),
+    [(16, False, "must be 0"), (-1, False, "must be 0"), (15, True, "at most 14 with delivery.own_process")],
+)
+def test_workers_out_of_range_is_a_configuration_error(
+    tmp_path: Path, workers: int, own_process: bool, error: str
+) -> None:
+    _, config_file = write_config(tmp_path, workers=2, delivery={"own_process": own_process})
     text = config_file.read_text()
     assert "\nworkers = 2\n" in text
     config_file.write_text(text.replace("\nworkers = 2\n", f"\nworkers = {workers}\n"))
@@ -200,7 +205,7 @@ def test_workers_out_of_range_is_a_configuration_error(tmp_path: Path, workers: 
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
     assert result.returncode == 2
-    assert result.stderr.startswith("postroom: configuration error: workers: "), result.stderr
+    assert result.stderr.startswith(f"postroom: configuration error: workers: {error}"), result.stderr
     assert len(result.stderr.splitlines()) == 1
 
 
