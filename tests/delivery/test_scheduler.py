@@ -137,3 +137,43 @@ async def test_stop_finishes_running_deliveries_and_releases_the_rest(
     await stopping
     assert queue.message_count() == 8
     assert len(queue.claim_due(limit=10)) == 8  # released: due now, not after the lease
+
+
+class CountingCourier:
+    """Delivers at once and remembers how many recipients each batch (one worker's chunk) held."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def deliver(self, recipient: DueRecipient) -> Outcome:
+        return self.deliver_batch([recipient])[0]
+
+    def deliver_batch(self, recipients: Sequence[DueRecipient]) -> list[Outcome]:
+        self.batches.append(len(recipients))
+        return [Outcome(r.queue_id, r.idx, "delivered") for r in recipients]
+
+
+@pytest.mark.parametrize(
+    ("messages", "chunks"), [(3, [3]), (8, [4, 4]), (40, [5] * 8), (200, [16] * 12 + [8])]
+)
+async def test_a_round_is_cut_into_chunks_of_at_least_four_and_at_most_sixteen(
+    queue: Queue, maildirs: Maildirs, log: Logger, messages: int, chunks: list[int]
+) -> None:
+    """Each chunk shares one fsync of new/ and one thread hand-off: a small round is not cut finer."""
+    for _ in range(messages):
+        await put(queue, b"x\r\n", "a@example.test")
+    courier = CountingCourier()
+    done = event_counter(log, "message.removed", messages)
+    scheduler = Scheduler(
+        queue=queue,
+        maildirs=maildirs,
+        settings=DeliverySettings(concurrency=8, poll_interval=60),
+        log=log,
+        courier=courier,
+    )
+    await scheduler.start()
+    try:
+        await asyncio.wait_for(done.wait(), 30)
+    finally:
+        await scheduler.stop()
+    assert sorted(courier.batches, reverse=True) == chunks
