@@ -10,6 +10,7 @@ import pytest
 
 from postroom.config.schema import DeliverySettings
 from postroom.delivery import Scheduler
+from postroom.delivery.courier import Courier
 from postroom.mailbox import Maildirs
 from postroom.observe.log import Logger
 from postroom.queue import DueRecipient, Outcome, Queue
@@ -97,6 +98,14 @@ async def test_an_unwritable_mailbox_is_deferred_then_delivered_never_lost(
     assert records.events("delivery.deferred")[0]["queue_id"] == queue_id
 
 
+def with_courier(
+    queue: Queue, maildirs: Maildirs, log: Logger, courier: Courier, *, concurrency: int
+) -> Scheduler:
+    """A scheduler whose deliveries go to ``courier`` (a test's own), polling only every minute."""
+    settings = DeliverySettings(concurrency=concurrency, poll_interval=60)
+    return Scheduler(queue=queue, maildirs=maildirs, settings=settings, log=log, courier=courier)
+
+
 class GatedCourier:
     """Delivers only when the test opens the gate, so stop() meets deliveries in flight."""
 
@@ -121,13 +130,7 @@ async def test_stop_finishes_running_deliveries_and_releases_the_rest(
     for _ in range(40):  # chunks of 16, 16 and 8 for two workers
         await put(queue, b"x\r\n", "a@example.test")
     courier = GatedCourier()
-    scheduler = Scheduler(
-        queue=queue,
-        maildirs=maildirs,
-        settings=DeliverySettings(concurrency=2, poll_interval=60),
-        log=log,
-        courier=courier,
-    )
+    scheduler = with_courier(queue, maildirs, log, courier, concurrency=2)
     await scheduler.start()
     for _ in range(2):  # both workers are busy; a chunk of eight waits
         assert await asyncio.to_thread(courier.started.acquire, True, 10)
@@ -164,13 +167,7 @@ async def test_a_round_is_cut_into_chunks_of_at_least_four_and_at_most_sixteen(
         await put(queue, b"x\r\n", "a@example.test")
     courier = CountingCourier()
     done = event_counter(log, "message.removed", messages)
-    scheduler = Scheduler(
-        queue=queue,
-        maildirs=maildirs,
-        settings=DeliverySettings(concurrency=8, poll_interval=60),
-        log=log,
-        courier=courier,
-    )
+    scheduler = with_courier(queue, maildirs, log, courier, concurrency=8)
     await scheduler.start()
     try:
         await asyncio.wait_for(done.wait(), 30)

@@ -48,6 +48,13 @@ def committer_pid() -> int:
     return pid
 
 
+async def started_queue(tmp_path: Path, settings: QueueSettings, clock: FakeClock, log: Logger) -> Queue:
+    """A queue with its commit process running, for a test that stops it itself."""
+    queue = make_queue(tmp_path, settings=settings, clock=clock, log=log)
+    await queue.start()
+    return queue
+
+
 async def new_committer(old: int) -> int:
     """Waits (bounded) until a commit process other than ``old`` runs."""
     for _ in range(int(_WAIT / 0.05)):
@@ -305,8 +312,7 @@ async def test_the_process_ignores_a_stop_signal_meant_for_the_group(queue: Queu
 async def test_stop_ends_the_process(
     tmp_path: Path, settings: QueueSettings, clock: FakeClock, log: Logger
 ) -> None:
-    queue = make_queue(tmp_path, settings=settings, clock=clock, log=log)
-    await queue.start()
+    queue = await started_queue(tmp_path, settings, clock, log)
     pid = committer_pid()
     await put(queue)
     await queue.stop()
@@ -319,8 +325,7 @@ async def test_stop_ends_the_process(
 async def test_stop_waits_for_commits_already_sent(
     tmp_path: Path, settings: QueueSettings, clock: FakeClock, log: Logger
 ) -> None:
-    queue = make_queue(tmp_path, settings=settings, clock=clock, log=log)
-    await queue.start()
+    queue = await started_queue(tmp_path, settings, clock, log)
     pid = committer_pid()
     bodies = [BIG + b"%d\r\n" % n if n % 2 else SMALL + b"%d\r\n" % n for n in range(10)]
     with stopped(pid):
@@ -347,8 +352,7 @@ async def test_stop_waits_for_commits_already_sent(
 async def test_stop_right_after_the_process_died_starts_no_new_one(
     tmp_path: Path, settings: QueueSettings, clock: FakeClock, log: Logger
 ) -> None:
-    queue = make_queue(tmp_path, settings=settings, clock=clock, log=log)
-    await queue.start()
+    queue = await started_queue(tmp_path, settings, clock, log)
     pid = committer_pid()
     os.kill(pid, signal.SIGKILL)
     with pytest.raises(QueueError):
@@ -361,8 +365,7 @@ async def test_stop_right_after_the_process_died_starts_no_new_one(
 async def test_stop_after_the_process_died_leaves_no_task_behind(
     tmp_path: Path, settings: QueueSettings, clock: FakeClock, log: Logger
 ) -> None:
-    queue = make_queue(tmp_path, settings=settings, clock=clock, log=log)
-    await queue.start()
+    queue = await started_queue(tmp_path, settings, clock, log)
     await put(queue)
     os.kill(committer_pid(), signal.SIGKILL)
     with pytest.raises(QueueError):

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from postroom.store import open_database
-from postroom.store import sqlite as store_sqlite
 from postroom.store.migrations import MIGRATIONS
 from postroom.store.sqlite import SchemaTooNewError, begin_immediate
 
@@ -107,16 +106,15 @@ def test_begin_immediate_waits_for_another_writer_and_restores_busy_timeout(tmp_
         waiter.close()
 
 
-def test_begin_immediate_gives_up_after_busy_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_sqlite, "_BUSY_TIMEOUT_MS", 50)
+def test_begin_immediate_gives_up_after_its_wait(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite"
     holder, waiter = open_database(path), open_database(path)
     holder.execute("BEGIN IMMEDIATE")
     try:
         with pytest.raises(sqlite3.OperationalError, match="locked"):
-            begin_immediate(waiter)
+            begin_immediate(waiter, wait=0.05)
         assert not waiter.in_transaction
-        assert _pragma(waiter, "busy_timeout") == 50
+        assert _pragma(waiter, "busy_timeout") == 10_000
     finally:
         holder.execute("ROLLBACK")
         holder.close()

@@ -31,6 +31,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from postroom.queue.frames import decode, encode, split
@@ -40,26 +41,25 @@ from postroom.store.sqlite import open_database
 
 __all__ = ["Committer", "main"]
 
-_PARALLEL_FROM = 4  # Committer.commit without syncs started: files synced in parallel from this many
 _SYNC_THREADS = 8
 
 Item = tuple[str | None, NewMessage]
 Synced = OSError | None  # a file's fdatasync: None when it worked (or there was no file)
 
 
+@dataclass(frozen=True, slots=True)
 class _Request:
-    __slots__ = ("batch", "items", "syncs")
-
-    def __init__(self, batch: int, items: list[Item], syncs: list[Future[Synced] | None]) -> None:
-        self.batch, self.items, self.syncs = batch, items, syncs
+    batch: int
+    items: list[Item]
+    syncs: list[Future[Synced] | None]  # one per item: its file's fdatasync, started; None: inline body
 
 
 class _Receiver:
     """A thread that reads requests off the socket and starts their files' syncs as soon as they arrive."""
 
-    def __init__(self, sock: socket.socket, pool: ThreadPoolExecutor) -> None:
+    def __init__(self, sock: socket.socket, committer: Committer) -> None:
         self._sock = sock
-        self._pool = pool
+        self._committer = committer
         self._requests: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()  # None: the socket closed
         self._carry: _Request | None = None  # taken off the queue but over a round's limit
         self._thread = threading.Thread(target=self._run, name="postroom-commit-read", daemon=True)
@@ -85,9 +85,6 @@ class _Receiver:
             taken.append(request)
             count += len(request.items)
 
-    def _start_sync(self, path: str | None) -> Future[Synced] | None:
-        return None if path is None else self._pool.submit(_sync_path, path)
-
     def _run(self) -> None:
         buffer = bytearray()
         try:
@@ -95,7 +92,7 @@ class _Receiver:
                 buffer += data
                 for frame in split(buffer):
                     batch, items = decode(frame)
-                    syncs = [self._start_sync(path) for path, _ in items]
+                    syncs = [self._committer.start_sync(path) for path, _ in items]
                     self._requests.put(_Request(batch, items, syncs))
         except OSError:
             pass  # the server went away (reset): as good as EOF
@@ -114,21 +111,19 @@ class Committer:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
-    @property
-    def pool(self) -> ThreadPoolExecutor:
-        """The threads that fdatasync files (the reader starts each file's sync here as it arrives)."""
-        return self._pool
+    def start_sync(self, path: str | None) -> Future[Synced] | None:
+        """Starts the fdatasync of the file at ``path`` in the pool (None for an inline body: no file)."""
+        return None if path is None else self._pool.submit(_sync_path, path)
 
     def commit(self, items: Sequence[Item], synced: Sequence[Synced] | None = None) -> list[str | None]:
         """One round; ``synced``, one per item, when the files' syncs were done already (else done here)."""
+        if synced is None:
+            started = [self.start_sync(path) for path, _ in items]
+            synced = [None if sync is None else sync.result() for sync in started]
         errors: list[str | None] = [None] * len(items)
         moved: dict[int, Path] = {}
         spooled = [i for i, (path, _) in enumerate(items) if path is not None]
-        if synced is None:
-            synced = self._sync([items[i][0] for i in spooled])  # type: ignore[misc]
-        else:
-            synced = [synced[i] for i in spooled]
-        for i, error in zip(spooled, synced, strict=True):
+        for i, error in ((i, synced[i]) for i in spooled):
             source, message = items[i]
             assert source is not None
             target = self._spool_dir / message.queue_id
@@ -154,11 +149,6 @@ class Committer:
                 for i in durable:
                     errors[i] = errors[i] or f"index: {exc}"
         return errors
-
-    def _sync(self, paths: Sequence[str]) -> list[Synced]:
-        if len(paths) >= _PARALLEL_FROM:
-            return list(self._pool.map(_sync_path, paths))
-        return [_sync_path(path) for path in paths]
 
     @staticmethod
     def _fail(moved: dict[int, Path], errors: list[str | None], reason: str) -> None:
@@ -196,7 +186,7 @@ def main(argv: Sequence[str]) -> int:
     sock = socket.socket(fileno=int(argv[1]))
     conn = open_database(Path(argv[2]))
     committer = Committer(conn=conn, spool_dir=Path(argv[3]))
-    receiver = _Receiver(sock, committer.pool)
+    receiver = _Receiver(sock, committer)
     try:
         for number in itertools.count(1):
             requests, closed = receiver.take(max_batch)

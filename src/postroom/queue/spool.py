@@ -134,8 +134,8 @@ class SpoolWriter:
         self.size += len(data)
         if self._file is None:
             self._buffer += data
-            # a small piece without the hint (our Received header, say) is checked here: it costs little
-            self._buffer_crlf_only = self._buffer_crlf_only and (
+            # in Maildir form a small piece without the hint (our Received header, say) is checked here
+            self._buffer_crlf_only = self._buffer_crlf_only and bool(self._prefix) and (
                 crlf_only or (len(data) <= _CHECKED and is_crlf_only(data))
             )
             if len(self._buffer) > self._inline_max:

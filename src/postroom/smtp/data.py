@@ -30,6 +30,17 @@ _END = b"\r\n.\r\n"
 _MAX_TEXT_LINE = 998  # octets before the CRLF (RFC 5321 4.5.3.1.6: 1000 with the CRLF)
 
 
+def _crlf_only(data: bytes) -> bool:
+    """Every CR and every LF in ``data`` is part of a CRLF (three counts, no per-line loop)."""
+    carriages = data.count(b"\r")
+    return carriages == data.count(b"\n") and (not carriages or data.count(b"\r\n") == carriages)
+
+
+def _as_crlf(data: bytes) -> bytes:
+    """Bare CR and bare LF made CRLF (RFC 5321 2.3.8)."""
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+
+
 def _undecided_tail(buffer: bytes) -> int:
     """How many trailing octets must wait for more input before they can be interpreted."""
     if buffer.endswith(b"\r\n.\r"):  # CRLF.CRLF, or a stuffed dot and a bare CR
@@ -112,14 +123,11 @@ class DotReader:
         if not out:
             return out
         if self._normalize or not self._bare:
-            carriages, newlines = out.count(b"\r"), out.count(b"\n")
-            if carriages != newlines or (carriages and out.count(b"\r\n") != carriages):
+            self.crlf_only = _crlf_only(out)
+            if not self.crlf_only:
                 self._bare = True
                 if self._normalize:
-                    out = out.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
-                    self.crlf_only = True
-            else:
-                self.crlf_only = True
+                    out, self.crlf_only = _as_crlf(out), True
         self.size += len(out)
         if self._max_size and self.size > self._max_size:
             return b""
@@ -203,9 +211,8 @@ class DotStuffer:
     def _write(self, data: bytes) -> bytes:
         if not data:
             return data
-        carriages, newlines = data.count(b"\r"), data.count(b"\n")
-        if carriages != newlines or (carriages and data.count(b"\r\n") != carriages):
-            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+        if not _crlf_only(data):
+            data = _as_crlf(data)
         buffer = self._context + data
         self._context = buffer[-2:]
         if b"\r\n." not in buffer:

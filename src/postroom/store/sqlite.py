@@ -51,18 +51,19 @@ def open_database(path: Path, *, readonly: bool = False, durable: bool = True) -
     return conn
 
 
-def begin_immediate(conn: sqlite3.Connection) -> None:
+def begin_immediate(conn: sqlite3.Connection, *, wait: float = _BUSY_TIMEOUT_MS / 1000) -> None:
     """``BEGIN IMMEDIATE``: takes the write lock, trying again every 0.1 to 2 ms while another writer has it.
 
     SQLite's own busy handler (busy_timeout) sleeps 1, 2, 5, 10, 15... ms between tries. Our writers hold
     the lock for a fraction of a millisecond, so under load those sleeps were most of a commit's time: an
     index insert of 0.6 ms (median) took 4.5 ms at the 90th percentile and 19 ms at the 99th. Here the lock
-    is tried in short steps for as long as busy_timeout would have waited; then the last error is raised.
+    is tried in short steps for ``wait`` seconds (as long as busy_timeout would have waited); then the last
+    error is raised.
     Blocks its thread: call it where blocking is allowed (worker threads, the commit process, the CLI).
     """
     conn.execute("PRAGMA busy_timeout = 0")
     try:
-        deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+        deadline = time.monotonic() + wait
         pause = _FIRST_PAUSE
         while True:
             try:
