@@ -506,7 +506,7 @@ def summarize(results: dict[Cell, dict[str, list[Run]]]) -> dict[Cell, dict[str,
 
 def medians(runs: list[Run]) -> dict[str, float | None]:
     keys = ("accepted_per_s", "e2e_per_s", "cpu_ms_per_msg")
-    values = {k: [r.rates[k] for r in runs if r.rates.get(k) is not None] for k in keys}
+    values = {k: [rate for r in runs if (rate := r.rates.get(k)) is not None] for k in keys}
     return {k: statistics.median(v) if v else None for k, v in values.items()}
 
 

@@ -7,9 +7,12 @@ message delivered within seconds was delivered because the SMTP worker woke the 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +30,7 @@ NO_POLLING = {"own_process": True, "poll_interval": 60}
 
 def _delivery_pid(served: Served) -> int:
     (started,) = served.events("workers.started")[-1:]
-    return int(started["pids"].split()[-1])  # the delivery process is started after the SMTP workers
+    return int(started["pids"].split()[-1])  # pids in seat order: the delivery process is last
 
 
 @pytest.fixture
@@ -66,6 +69,40 @@ def test_the_delivery_process_delivers_what_the_smtp_worker_took_at_once(served:
     assert served.output.count("postroom is ready.") == 1
     assert served.process.terminate(timeout=30) == 0
     assert len(delivered_tags(served.config, 20)) == 20  # none twice
+
+
+@pytest.mark.slow
+def test_the_smtp_worker_starts_once_the_delivery_process_is_up(served: Served) -> None:
+    """So that "postroom is ready" means every part is: the delivery process recovered the queue first."""
+    starts = served.events("server.started")
+    assert [record.get("role") for record in starts] == ["delivery", None]
+    (recovered,) = served.events("queue.recovered", sole_owner=True)
+    assert recovered["role"] == "delivery"
+    (started,) = served.events("workers.started")
+    assert (started["workers"], started["delivery_process"]) == (1, True)
+    assert served.process.terminate(timeout=30) == 0
+
+
+def test_a_delivery_process_that_cannot_start_stops_the_server_before_it_takes_mail(tmp_path: Path) -> None:
+    config, config_file = write_config(tmp_path, delivery={"own_process": True})
+    (config.queue_dir / "spool").parent.mkdir(parents=True)
+    (config.queue_dir / "spool").write_bytes(b"")  # not a folder: the queue cannot open
+    done = subprocess.run(
+        [sys.executable, "-m", "postroom.cli.main", "-c", str(config_file), "serve"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "postroom is ready" not in done.stdout
+    records = [json.loads(line) for line in config.log_file.read_text().splitlines()]
+    failures = [record for record in records if record["event"] == "workers.failed"]
+    assert len(failures) == 5  # started again until the crash-loop limit, each time saying why
+    assert {record["worker"] for record in failures} == {1}
+    assert "File exists" in failures[0]["error"]
+    assert str(config.queue_dir / "spool") in failures[0]["error"]
+    assert not [record for record in records if record["event"] in ("server.started", "workers.started")]
 
 
 @pytest.mark.slow

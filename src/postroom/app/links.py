@@ -26,7 +26,15 @@ from typing import Any
 
 from postroom.observe.log import Logger
 
-__all__ = ["Links", "forward_events", "make_links", "notify_commits", "receive_events", "receive_wakes"]
+__all__ = [
+    "Links",
+    "drain",
+    "forward_events",
+    "make_links",
+    "notify_commits",
+    "receive_events",
+    "receive_wakes",
+]
 
 _BUFFER = 1 << 20  # bytes of socket buffer asked for (the kernel may give less): room for bursts
 _MAX_RECORD = 32 * 1024  # a record larger than this (a traceback, say) is not forwarded
@@ -68,7 +76,7 @@ def _send(sock: socket.socket, data: bytes) -> None:
         sock.send(data)
 
 
-def _drain(sock: socket.socket) -> list[bytes]:
+def drain(sock: socket.socket) -> list[bytes]:
     """Every datagram waiting on ``sock`` (non-blocking)."""
     found: list[bytes] = []
     with contextlib.suppress(BlockingIOError, InterruptedError):
@@ -95,7 +103,7 @@ def receive_wakes(sock: socket.socket, work: asyncio.Event) -> Callable[[], None
     Returns the function that stops listening."""
 
     def readable() -> None:
-        if _drain(sock):
+        if drain(sock):
             work.set()
 
     work.set()  # what was committed while no delivery process ran (started again after dying)
@@ -119,7 +127,7 @@ def receive_events(sock: socket.socket, log: Logger) -> Callable[[], None]:
     again). Returns the function that stops listening."""
 
     def readable() -> None:
-        for data in _drain(sock):
+        for data in drain(sock):
             with contextlib.suppress(ValueError):  # not ours, or cut: nothing to count
                 record = json.loads(data)
                 if isinstance(record, dict):

@@ -63,8 +63,16 @@ async def serve_forever(
                 bound = [(item.name, host, port) for item in app.listeners for host, port in item.bound]
                 files.enter_context(server_files(config, bound))
             on_ready(app)
+            _tell_supervisor(seat)
             await stop.wait()
             log.info("server.stopping", reason="signal")
+
+
+def _tell_supervisor(seat: Seat | None) -> None:
+    """The delivery process is up: its supervisor may start the SMTP workers (app/workers.py)."""
+    if seat is not None and seat.ready is not None:
+        with contextlib.suppress(OSError):  # the supervisor is gone: this process is about to be stopped
+            seat.ready.send(b"%d" % seat.index)
 
 
 @contextlib.contextmanager

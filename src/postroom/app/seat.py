@@ -21,7 +21,9 @@ class Seat:
     ``role``: "smtp" takes mail (and delivers it too unless a delivery process runs); "delivery" is that
     process: no listener, the scheduler only, numbered after the SMTP workers. ``wake`` and ``events`` are
     this seat's ends of the links (links.py): an SMTP worker sends wakes and worker 0 reads events; the
-    delivery process reads wakes and sends events. None without a delivery process."""
+    delivery process reads wakes and sends events. None without a delivery process. ``ready``: where the
+    delivery process tells the supervisor it is up (one octet), so that the SMTP workers start after it
+    (app/workers.py); None for the SMTP workers."""
 
     index: int
     count: int
@@ -30,6 +32,7 @@ class Seat:
     role: Literal["smtp", "delivery"] = "smtp"
     wake: socket.socket | None = None
     events: socket.socket | None = None
+    ready: socket.socket | None = None
 
     @property
     def id_slot(self) -> int:

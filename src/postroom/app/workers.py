@@ -5,7 +5,8 @@ again when one dies.
 
 With ``[delivery] own_process`` one more process, the delivery process, runs the scheduler and every
 delivery while the SMTP workers only take mail: their event loops no longer share a GIL with delivery
-threads (measured in docs/performance.md). The supervisor makes the links between them (links.py).
+threads (measured in docs/performance.md). The supervisor makes the links between them (links.py),
+starts the delivery process first and the SMTP workers once it says it is up.
 
 The supervisor runs no event loop and touches no mail. Each worker is a whole App (run.py) on the shared
 data folder: the queue's lock lets the first one recover the spool while the others wait (queue/spool.py),
@@ -28,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from postroom.app.build import listen_addresses
-from postroom.app.links import Links, make_links
+from postroom.app.links import Links, drain, make_links
 from postroom.app.run import server_files
 from postroom.app.seat import Seat
 from postroom.config.schema import Config, ListenAddress
@@ -45,6 +46,8 @@ _RESTARTS = 5  # a worker that dies this many times ...
 _RESTART_WINDOW = 60.0  # ... within this many seconds stops the server: a crash loop helps nobody
 _KILL_AFTER = 20.0  # seconds after shutdown_grace before the workers still running are killed
 _PR_SET_PDEATHSIG = 1
+_READY_POLL = 0.01  # seconds between looks for the delivery process's "ready" while the SMTP workers wait
+_READY_WAIT = 30.0  # after this many seconds without it, the SMTP workers start anyway
 
 WorkerMain = Callable[[Seat], int]  # runs one worker to its end in the forked child; its exit status
 
@@ -64,29 +67,26 @@ def supervise(config: Config, *, count: int, worker_main: WorkerMain, log: Logge
     _prepare_data(config)
     seats = _bind(config, count)
     links = make_links() if config.delivery.own_process else None
+    ready_in, ready_out = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)  # the delivery process is up
+    ready_in.setblocking(False)
     if links is not None:
-        seats = _linked(seats, links)
+        seats = _linked(seats, links, ready=ready_out)
     bound = [(name, *sock.getsockname()[:2]) for name, socks in seats[0].sockets.items() for sock in socks]
     previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     supervisor = _Supervisor(
-        worker_main=worker_main, log=log, mask=previous_mask, config=config, seats=seats
+        worker_main=worker_main, log=log, mask=previous_mask, config=config, seats=seats, ready=ready_in
     )
     try:
         with server_files(config, bound):  # before the fork: a worker is never ready before the pid file
-            for seat in seats:
-                supervisor.spawn(seat)
-            log.info(
-                "workers.started",
-                workers=count,
-                delivery_process=links is not None,
-                pids=" ".join(map(str, supervisor.children)),
-            )
+            supervisor.start()
             return supervisor.run()
     finally:
         supervisor.kill_all()
         supervisor.close_sockets()
         if links is not None:
             links.close()
+        ready_in.close()
+        ready_out.close()
         signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
 
 
@@ -97,10 +97,25 @@ class _Supervisor:
     mask: set[int | signal.Signals]
     config: Config
     seats: list[Seat]
+    ready: socket.socket  # the delivery process says here that it is up
     children: dict[int, Seat] = field(default_factory=dict)
+    waiting: list[Seat] = field(default_factory=list)  # SMTP workers to start once the delivery process is up
+    started_at: float = 0.0
     deaths: list[float] = field(default_factory=list)
     stop_at: float | None = None  # when the stop began (SIGTERM); None: running
     status: int = 0
+
+    def start(self) -> None:
+        """The delivery process first, when there is one, and the SMTP workers once it is up (it recovered
+        the queue and its scheduler runs): "postroom is ready", which worker 0 prints, then means that every
+        part is, and a delivery process that cannot start stops the server before it takes any mail."""
+        delivery = [seat for seat in self.seats if seat.role == "delivery"]
+        self.waiting = [seat for seat in self.seats if seat.role != "delivery"] if delivery else []
+        self.started_at = time.monotonic()
+        for seat in delivery or self.seats:
+            self.spawn(seat)
+        if not self.waiting:
+            self._started()
 
     def spawn(self, seat: Seat) -> None:
         pid = os.fork()
@@ -108,7 +123,12 @@ class _Supervisor:
             status = 1
             try:
                 self.close_sockets(keep=seat.index)  # once it stops listening, its sockets are closed
+                self.ready.close()
                 status = _become_worker(seat, self.mask, self.worker_main)
+            except OSError as exc:  # the data folder, a file, a port: the operator's to mend, in one line
+                self.log.error("workers.failed", worker=seat.index, error=str(exc))  # noqa: TRY400
+            except Exception as exc:  # a bug: with its traceback
+                self.log.failure("workers.failed", exc, worker=seat.index)
             finally:
                 with contextlib.suppress(Exception):
                     sys.stdout.flush()
@@ -118,7 +138,7 @@ class _Supervisor:
 
     def run(self) -> int:
         while self.children:
-            info = signal.sigtimedwait(_SIGNALS, 1.0)
+            info = signal.sigtimedwait(_SIGNALS, _READY_POLL if self.waiting else 1.0)
             if info is not None and info.si_signo in (signal.SIGTERM, signal.SIGINT):
                 self.stop("signal")
             elif info is not None and info.si_signo == signal.SIGHUP:
@@ -127,6 +147,7 @@ class _Supervisor:
                 self.log.info("workers.reload", workers=len(self.children))
                 self._signal_all(signal.SIGHUP)
             self._reap()
+            self._start_waiting()
             grace = self.config.smtp.shutdown_grace + _KILL_AFTER
             if self.stop_at is not None and time.monotonic() - self.stop_at > grace:
                 self.log.error("workers.killed", workers=len(self.children), after=round(grace, 1))
@@ -134,7 +155,32 @@ class _Supervisor:
                 self.status = 1
         return self.status
 
+    def _start_waiting(self) -> None:
+        """The SMTP workers, once the delivery process said it is up (or after _READY_WAIT: mail is taken
+        even when delivery is slow to start; it is logged)."""
+        said_ready = bool(drain(self.ready))  # every turn: a delivery process started again says so too
+        if not self.waiting:
+            return
+        if not said_ready:
+            if time.monotonic() - self.started_at < _READY_WAIT:
+                return
+            self.log.warning("workers.delivery_not_ready", after=_READY_WAIT, action="SMTP workers started")
+        for seat in self.waiting:
+            self.spawn(seat)
+        self.waiting = []
+        self._started()
+
+    def _started(self) -> None:
+        by_seat = sorted(self.children.items(), key=lambda item: item[1].index)
+        self.log.info(
+            "workers.started",
+            workers=sum(seat.role == "smtp" for _pid, seat in by_seat),
+            delivery_process=any(seat.role == "delivery" for _pid, seat in by_seat),
+            pids=" ".join(str(pid) for pid, _seat in by_seat),
+        )
+
     def stop(self, reason: str) -> None:
+        self.waiting = []  # not started yet: they never will be
         if self.stop_at is None:
             self.log.info("workers.stopping", reason=reason, workers=len(self.children))
             self.stop_at = time.monotonic()
@@ -229,7 +275,7 @@ def _bind(config: Config, count: int) -> list[Seat]:
     return [Seat(index=i, count=count, sockets=sockets) for i, sockets in enumerate(per_worker)]
 
 
-def _linked(seats: list[Seat], links: Links) -> list[Seat]:
+def _linked(seats: list[Seat], links: Links, *, ready: socket.socket) -> list[Seat]:
     """The SMTP workers with their ends of the links, and the delivery process's seat after them."""
     smtp = [
         dataclasses.replace(seat, wake=links.wake_out, events=links.events_in if seat.index == 0 else None)
@@ -242,6 +288,7 @@ def _linked(seats: list[Seat], links: Links) -> list[Seat]:
         role="delivery",
         wake=links.wake_in,
         events=links.events_out,
+        ready=ready,
     )
     return [*smtp, delivery]
 
