@@ -74,13 +74,13 @@ def _reload_config(app: App) -> None:
     on (rates and connection caps: every session's next check) and the queue and delivery (their next
     step), the rest is logged as waiting for a restart. An invalid file is logged and the config in use
     stays."""
-    if app.config_loader is None or app.accounts_db is None:  # no file, or not started
+    if app.config_loader is None or not app.started:  # no file, or not started (or stopped)
         return
     old = app.config
     try:
         change = compare(old, app.config_loader(), live=LIVE_CONFIG_KEYS)
         app.config = change.config
-        if any(key.startswith("policy.") for key in change.live):
+        if app.listeners and any(key.startswith("policy.") for key in change.live):
             app.open_front_doors()  # reads the list files: on an error the old doors stay
     except ConfigError as exc:
         app.config = old
@@ -108,6 +108,11 @@ def _apply(app: App, change: ConfigChange) -> None:
     if "delivery" in changed:
         app.scheduler.update(config.delivery)
         app.remote.update(config.delivery)
+    local = config.local
+    for routing in app.routing:
+        routing.set_local_domains(local.domains)
+    if app.accounts_db is None:  # the delivery process: no listener to tell
+        return
     if "tls" in changed:  # the certificate reload after this loads the new pair
         app.certificate = ensure_certificate(
             cert_file=config.tls.cert_file,
@@ -115,11 +120,7 @@ def _apply(app: App, change: ConfigChange) -> None:
             data_dir=config.data_dir,
             hostname=config.hostname,
         )
-    local = config.local
-    assert app.accounts_db is not None
     accounts = Accounts(db=app.accounts_db, domains=local.domains, plus_separator=local.plus_separator)
-    for routing in app.routing:
-        routing.set_local_domains(local.domains)
     sender_auth = app.sender_auth() if "sender_auth" in changed else None
     for listener in app.listeners:
         services = listener.services.with_smtp(config.smtp)

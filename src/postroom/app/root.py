@@ -110,6 +110,7 @@ class App:
         self.admin: AdminServer | None = None  # the HTTP listener: dashboard, API, /metrics
         self._waker: asyncio.Task[None] | None = None  # an SMTP worker's wakes to the delivery process
         self._unlisten: list[Callable[[], None]] = []  # readers on the links, removed at stop
+        self.started = False  # start() has finished (a reload before that has nothing to tell)
 
     def resolver(self) -> Resolver | None:
         """The shared DNS resolver; None (remote mail waits, checks fail open; logged) if it cannot be."""
@@ -147,6 +148,31 @@ class App:
     async def start(self) -> None:
         config = self.config
         await self.queue.start()
+        seat = self.seat
+        if seat is None or seat.listens:
+            await self._start_listeners(seat)
+        self._link(seat)
+        if seat is None or seat.delivers:
+            await self.scheduler.start()
+        if config.admin.listen and (seat is None or seat.serves_admin):
+            self.admin = build.admin_server(
+                config, clock=self.clock, log=self.log, checks=self._deliverability_checks
+            )
+            await self.admin.start()
+        self.started = True
+        self.log.info(
+            "server.started",
+            **{
+                item.name: " ".join(f"{h}:{p}" for h, p in item.bound)
+                for item in self.listeners
+                if item.bound
+            },
+        )
+
+    async def _start_listeners(self, seat: Seat | None) -> None:
+        """What only a process that takes mail needs: accounts, TLS, logins, rate limits, the listeners
+        (the delivery process builds none of it)."""
+        config = self.config
         accounts, self.accounts_db = build.open_accounts(config)
         self.certificate = ensure_certificate(
             cert_file=config.tls.cert_file,
@@ -167,39 +193,21 @@ class App:
         rate_limits, self._limit_dbs = build.rate_limits(config, clock=self.clock, log=self.log)
         self.rate_limits = rate_limits
         await rate_limits.start()
-        seat = self.seat
-        if seat is None or seat.listens:
-            self.listeners = build.listeners(
-                config,
-                queue=self.queue,
-                accounts=accounts,
-                authenticator=self._authenticator,
-                tls=tls,
-                limits=rate_limits,
-                mx_sender_auth=self.sender_auth(),
-                clock=self.clock,
-                log=self.log,
-                workers=seat.count if seat is not None else 1,
-            )
-            self.open_front_doors()
-            for listener in self.listeners:
-                await listener.start(seat.sockets.get(listener.name, ()) if seat is not None else None)
-        self._link(seat)
-        if seat is None or seat.delivers:
-            await self.scheduler.start()
-        if config.admin.listen and (self.seat is None or self.seat.serves_admin):
-            self.admin = build.admin_server(
-                config, clock=self.clock, log=self.log, checks=self._deliverability_checks
-            )
-            await self.admin.start()
-        self.log.info(
-            "server.started",
-            **{
-                item.name: " ".join(f"{h}:{p}" for h, p in item.bound)
-                for item in self.listeners
-                if item.bound
-            },
+        self.listeners = build.listeners(
+            config,
+            queue=self.queue,
+            accounts=accounts,
+            authenticator=self._authenticator,
+            tls=tls,
+            limits=rate_limits,
+            mx_sender_auth=self.sender_auth(),
+            clock=self.clock,
+            log=self.log,
+            workers=seat.count if seat is not None else 1,
         )
+        self.open_front_doors()
+        for listener in self.listeners:
+            await listener.start(seat.sockets.get(listener.name, ()) if seat is not None else None)
 
     def _link(self, seat: Seat | None) -> None:
         """With a delivery process (links.py): SMTP workers wake it after their commits and worker 0
@@ -248,6 +256,7 @@ class App:
             if db is not None:
                 db.close()
         self.accounts_db = self._throttle_db = None
+        self.started = False
         self.log.info("server.stopped")
 
     async def _unlink(self) -> None:
