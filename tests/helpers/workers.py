@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from postroom.config import Config
+from tests.helpers import processes
 from tests.helpers.server import ServeProcess, maildir_messages, wait_for
 
 __all__ = ["ALICE", "Served", "alive", "children", "delivered_tags", "send", "send_parallel"]
 
 ALICE = "alice@postroom.test"
+SERVE = "postroom.cli.main"  # in the command line of `postroom serve`, and so of the workers it forks
 
 
 @dataclass
@@ -47,23 +49,13 @@ class Served:
 
 
 def children(pid: int) -> set[int]:
-    """The processes whose parent is ``pid`` (the supervisor runs one thread, but read every task)."""
-    found: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            found.update(int(child) for child in (task / "children").read_text().split())
-        except FileNotFoundError:  # pragma: no cover - a task that ended while we looked
-            continue
-    return found
+    """The live processes `postroom serve` (``pid``, the supervisor) forked: its workers."""
+    return set(processes.children(pid, SERVE))
 
 
 def alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie waiting for its parent."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    """True while the worker ``pid`` runs (not a zombie waiting for its parent)."""
+    return processes.alive(pid, SERVE)
 
 
 def send(address: tuple[str, int], messages: list[str], barrier: threading.Barrier | None = None) -> None:

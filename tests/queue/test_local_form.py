@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from postroom.queue import Envelope, Outcome, Queue, Recipient
-from postroom.queue.local_form import is_crlf_only, local_prefix, prefix_length, trace_headers, wire_form
+from postroom.queue.local_form import local_prefix, prefix_length, trace_headers, wire_form
 from postroom.queue.prepared import PreparedFiles
 from postroom.queue.spool import SpoolWriter
 from postroom.smtp.data import DotReader
@@ -193,8 +193,3 @@ def test_pieces_the_data_reader_calls_crlf_only_make_the_same_file(
             hinted.write(out, crlf_only=dot.crlf_only)
             plain.write(out)
     assert committed(hinted, folders[0]) == committed(plain, folders[1])
-
-
-def test_crlf_only_means_every_cr_and_lf_is_in_a_pair() -> None:
-    assert [is_crlf_only(data) for data in (b"", b"abc", b"a\r\nb\r\n")] == [True] * 3
-    assert [is_crlf_only(data) for data in (b"a\nb", b"a\rb", b"\n\r", b"\r\r\n\n")] == [False] * 4

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from postroom.smtp import replies
-from postroom.smtp.data import ChunkReader, DotReader
+from postroom.smtp.data import ChunkReader, DotReader, is_crlf_only
 
 
 def reader(*, max_size: int = 0, normalize: bool = False, reject_long_lines: bool = True) -> DotReader:
@@ -338,3 +338,8 @@ def test_chunk_reader_takes_exactly_its_size_and_leaves_the_rest() -> None:
     buffer += b"c.\r\nQUIT\r\n"
     assert chunk.read(buffer) == b"c.\r"
     assert (chunk.remaining, bytes(buffer)) == (0, b"\nQUIT\r\n")
+
+
+def test_crlf_only_means_every_cr_and_lf_is_in_a_pair() -> None:
+    assert [is_crlf_only(data) for data in (b"", b"abc", b"a\r\nb\r\n")] == [True] * 3
+    assert [is_crlf_only(data) for data in (b"a\nb", b"a\rb", b"\n\r", b"\r\r\n\n")] == [False] * 4

@@ -1,6 +1,6 @@
-"""The links between the SMTP workers and the delivery process (``[delivery] own_process``): two datagram
-socket pairs that the supervisor (app/workers.py) makes before it forks, and keeps, so that a process
-started again after dying finds them open.
+"""The links between the SMTP workers, the delivery process (``[delivery] own_process``) and their
+supervisor: datagram socket pairs that the supervisor (app/workers.py) makes before it forks, and keeps,
+so that a process started again after dying finds them open.
 
 - wake: an SMTP worker sends one octet after each group commit; the delivery process reads whatever came
   and wakes its scheduler, just as a commit in its own process would (Postfix's cleanup wakes qmgr through
@@ -8,8 +8,10 @@ started again after dying finds them open.
 - events: the delivery process sends its ``delivery.*`` log records (JSON) to worker 0, whose listeners
   (metrics, the dashboard's activity) count them as if it had logged them itself. The lines themselves are
   written by the process that logged them; nothing is written twice.
+- ready: the delivery process sends one octet to the supervisor once it is up, and the supervisor starts
+  the SMTP workers (so that "postroom is ready" means every process is).
 
-Both are best effort and never block a process: when a socket is full the datagram is dropped. A dropped
+All are best effort and never block a process: when a socket is full the datagram is dropped. A dropped
 wake is covered by the next one (or by poll_interval); a dropped record is one count missing from /metrics,
 never a message. No mail and no decision goes over these sockets.
 """
@@ -21,7 +23,7 @@ import contextlib
 import json
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from postroom.observe.log import Logger
@@ -34,6 +36,7 @@ __all__ = [
     "notify_commits",
     "receive_events",
     "receive_wakes",
+    "say_ready",
 ]
 
 _BUFFER = 1 << 20  # bytes of socket buffer asked for (the kernel may give less): room for bursts
@@ -43,23 +46,24 @@ _FORWARDED = "delivery."  # the events worker 0's metrics and dashboard need fro
 
 @dataclass(frozen=True)
 class Links:
-    """The four ends. ``wake_out``: SMTP workers send; ``wake_in``: the delivery process reads.
-    ``events_out``: the delivery process sends; ``events_in``: worker 0 reads."""
+    """The six ends. ``wake_out``: SMTP workers send; ``wake_in``: the delivery process reads.
+    ``events_out``: the delivery process sends; ``events_in``: worker 0 reads. ``ready_out``: the
+    delivery process sends; ``ready_in``: the supervisor reads."""
 
     wake_out: socket.socket
     wake_in: socket.socket
     events_out: socket.socket
     events_in: socket.socket
+    ready_out: socket.socket
+    ready_in: socket.socket
 
     def close(self) -> None:
-        for sock in (self.wake_out, self.wake_in, self.events_out, self.events_in):
-            sock.close()
+        for end in fields(self):
+            getattr(self, end.name).close()
 
 
 def make_links() -> Links:
-    wake_out, wake_in = _pair()
-    events_out, events_in = _pair()
-    return Links(wake_out=wake_out, wake_in=wake_in, events_out=events_out, events_in=events_in)
+    return Links(*_pair(), *_pair(), *_pair())  # (sender, receiver) each: wake, events, ready, in field order
 
 
 def _pair() -> tuple[socket.socket, socket.socket]:
@@ -108,6 +112,11 @@ def receive_wakes(sock: socket.socket, work: asyncio.Event) -> Callable[[], None
 
     work.set()  # what was committed while no delivery process ran (started again after dying)
     return _watch(sock, readable)
+
+
+def say_ready(sock: socket.socket) -> None:
+    """In the delivery process, once it is up: its supervisor may start the SMTP workers."""
+    _send(sock, b"!")
 
 
 def forward_events(log: Logger, sock: socket.socket) -> None:

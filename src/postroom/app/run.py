@@ -9,6 +9,7 @@ import os
 import signal
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 
+from postroom.app.links import say_ready
 from postroom.app.root import App
 from postroom.app.seat import Seat
 from postroom.config.schema import Config
@@ -63,16 +64,10 @@ async def serve_forever(
                 bound = [(item.name, host, port) for item in app.listeners for host, port in item.bound]
                 files.enter_context(server_files(config, bound))
             on_ready(app)
-            _tell_supervisor(seat)
+            if seat is not None and seat.ready is not None:
+                say_ready(seat.ready)
             await stop.wait()
             log.info("server.stopping", reason="signal")
-
-
-def _tell_supervisor(seat: Seat | None) -> None:
-    """The delivery process is up: its supervisor may start the SMTP workers (app/workers.py)."""
-    if seat is not None and seat.ready is not None:
-        with contextlib.suppress(OSError):  # the supervisor is gone: this process is about to be stopped
-            seat.ready.send(b"%d" % seat.index)
 
 
 @contextlib.contextmanager

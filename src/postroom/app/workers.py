@@ -67,14 +67,17 @@ def supervise(config: Config, *, count: int, worker_main: WorkerMain, log: Logge
     _prepare_data(config)
     seats = _bind(config, count)
     links = make_links() if config.delivery.own_process else None
-    ready_in, ready_out = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)  # the delivery process is up
-    ready_in.setblocking(False)
     if links is not None:
-        seats = _linked(seats, links, ready=ready_out)
+        seats = _linked(seats, links)
     bound = [(name, *sock.getsockname()[:2]) for name, socks in seats[0].sockets.items() for sock in socks]
     previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     supervisor = _Supervisor(
-        worker_main=worker_main, log=log, mask=previous_mask, config=config, seats=seats, ready=ready_in
+        worker_main=worker_main,
+        log=log,
+        mask=previous_mask,
+        config=config,
+        seats=seats,
+        ready=links.ready_in if links is not None else None,
     )
     try:
         with server_files(config, bound):  # before the fork: a worker is never ready before the pid file
@@ -85,8 +88,6 @@ def supervise(config: Config, *, count: int, worker_main: WorkerMain, log: Logge
         supervisor.close_sockets()
         if links is not None:
             links.close()
-        ready_in.close()
-        ready_out.close()
         signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
 
 
@@ -97,7 +98,7 @@ class _Supervisor:
     mask: set[int | signal.Signals]
     config: Config
     seats: list[Seat]
-    ready: socket.socket  # the delivery process says here that it is up
+    ready: socket.socket | None  # the delivery process says here that it is up (None: there is none)
     children: dict[int, Seat] = field(default_factory=dict)
     waiting: list[Seat] = field(default_factory=list)  # SMTP workers to start once the delivery process is up
     started_at: float = 0.0
@@ -123,7 +124,6 @@ class _Supervisor:
             status = 1
             try:
                 self.close_sockets(keep=seat.index)  # once it stops listening, its sockets are closed
-                self.ready.close()
                 status = _become_worker(seat, self.mask, self.worker_main)
             except OSError as exc:  # the data folder, a file, a port: the operator's to mend, in one line
                 self.log.error("workers.failed", worker=seat.index, error=str(exc))  # noqa: TRY400
@@ -158,6 +158,8 @@ class _Supervisor:
     def _start_waiting(self) -> None:
         """The SMTP workers, once the delivery process said it is up (or after _READY_WAIT: mail is taken
         even when delivery is slow to start; it is logged)."""
+        if self.ready is None:
+            return
         said_ready = bool(drain(self.ready))  # every turn: a delivery process started again says so too
         if not self.waiting:
             return
@@ -275,7 +277,7 @@ def _bind(config: Config, count: int) -> list[Seat]:
     return [Seat(index=i, count=count, sockets=sockets) for i, sockets in enumerate(per_worker)]
 
 
-def _linked(seats: list[Seat], links: Links, *, ready: socket.socket) -> list[Seat]:
+def _linked(seats: list[Seat], links: Links) -> list[Seat]:
     """The SMTP workers with their ends of the links, and the delivery process's seat after them."""
     smtp = [
         dataclasses.replace(seat, wake=links.wake_out, events=links.events_in if seat.index == 0 else None)
@@ -288,7 +290,7 @@ def _linked(seats: list[Seat], links: Links, *, ready: socket.socket) -> list[Se
         role="delivery",
         wake=links.wake_in,
         events=links.events_out,
-        ready=ready,
+        ready=links.ready_out,
     )
     return [*smtp, delivery]
 

@@ -13,7 +13,7 @@ only knows the bytes; the writer is spool.py, the link is delivery/local.py and 
 
 from __future__ import annotations
 
-__all__ = ["exact_lf", "is_crlf_only", "local_prefix", "prefix_length", "trace_headers", "wire_form"]
+__all__ = ["exact_lf", "local_prefix", "prefix_length", "trace_headers", "wire_form"]
 
 _RETURN_PATH = b"Return-Path: <"
 _DELIVERED_TO = b"Delivered-To: "
@@ -42,12 +42,6 @@ def exact_lf(data: bytes) -> bytes | None:
     """
     out = data.replace(b"\r\n", b"\n")
     return out if out.count(b"\n") == len(data) - len(out) else None
-
-
-def is_crlf_only(data: bytes) -> bool:
-    """True when every CR and every LF in ``data`` is part of a CRLF: its LF form is ``data`` without CRs."""
-    carriages = data.count(b"\r")
-    return carriages == data.count(b"\n") and (not carriages or carriages == data.count(b"\r\n"))
 
 
 def prefix_length(start: bytes) -> int:

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from postroom.queue.local_form import exact_lf, is_crlf_only
+from postroom.queue.local_form import exact_lf
 from postroom.queue.model import QueueError
 from postroom.queue.prepared import PreparedFiles, create_spool_file
+from postroom.smtp.data import is_crlf_only
 
 __all__ = ["RecoveryReport", "Spool", "SpoolWriter", "link_new", "rename_new", "sync_directory", "sync_file"]
 

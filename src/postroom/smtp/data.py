@@ -24,14 +24,15 @@ from __future__ import annotations
 from postroom.smtp import replies
 from postroom.smtp.types import Reply
 
-__all__ = ["ChunkReader", "DotReader", "DotStuffer"]
+__all__ = ["ChunkReader", "DotReader", "DotStuffer", "is_crlf_only"]
 
 _END = b"\r\n.\r\n"
 _MAX_TEXT_LINE = 998  # octets before the CRLF (RFC 5321 4.5.3.1.6: 1000 with the CRLF)
 
 
-def _crlf_only(data: bytes) -> bool:
-    """Every CR and every LF in ``data`` is part of a CRLF (three counts, no per-line loop)."""
+def is_crlf_only(data: bytes) -> bool:
+    """Every CR and every LF in ``data`` is part of a CRLF (three counts, no per-line loop): its LF form
+    is ``data`` without CRs (the spool's Maildir form relies on that too)."""
     carriages = data.count(b"\r")
     return carriages == data.count(b"\n") and (not carriages or data.count(b"\r\n") == carriages)
 
@@ -123,7 +124,7 @@ class DotReader:
         if not out:
             return out
         if self._normalize or not self._bare:
-            self.crlf_only = _crlf_only(out)
+            self.crlf_only = is_crlf_only(out)
             if not self.crlf_only:
                 self._bare = True
                 if self._normalize:
@@ -211,7 +212,7 @@ class DotStuffer:
     def _write(self, data: bytes) -> bytes:
         if not data:
             return data
-        if not _crlf_only(data):
+        if not is_crlf_only(data):
             data = _as_crlf(data)
         buffer = self._context + data
         self._context = buffer[-2:]
